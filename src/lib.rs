@@ -1,0 +1,1 @@
+pub use kappa_engine as engine;
