@@ -26,16 +26,13 @@
 use crate::book::{key_of, price_of, Book, Ladder, Slab, Slot, NIL};
 use crate::command::{AmendRequest, CancelRequest, Command, NewRequest, Request};
 use crate::event::{
-    Accepted, CancelReason, Depth, DepthSide, DepthUpdate, Event, EventBody, OrderStatus,
-    OrderUpdate, RejectReason, Rejected, Trade, MAX_DEPTH_LEVELS,
+    Accepted, CancelReason, Depth, DepthUpdate, Event, EventBody, OrderStatus, OrderUpdate,
+    RejectReason, Rejected, Trade, MAX_DEPTH_LEVELS,
 };
+use crate::index::{OrderIndex, FINISHED};
 use crate::instrument::Instruments;
 use crate::types::{InstrumentId, Lots, OrderId, OrderType, Side, Ticks, TimeInForce, TraderId};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-
-/// Marker in the id index for an order that was accepted and is now finished.
-const FINISHED: u32 = u32::MAX;
 
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,8 +175,8 @@ pub struct Engine {
     config: EngineConfig,
     books: Vec<Book>,
     slab: Slab,
-    /// Order id → slot of the live order, or [`FINISHED`].
-    orders: FxHashMap<OrderId, u32>,
+    /// Order id → slot of the live order, or finished.
+    orders: OrderIndex,
     next_seq: u64,
     next_trade_id: u64,
     /// Instruments whose top-N changed since the last [`Engine::drain_depth`].
@@ -201,7 +198,7 @@ impl Engine {
             config,
             books,
             slab: Slab::default(),
-            orders: FxHashMap::default(),
+            orders: OrderIndex::default(),
             next_seq: 1,
             next_trade_id: 1,
             dirty: Vec::new(),
@@ -308,7 +305,7 @@ impl Engine {
 
     fn new_order(&mut self, r: NewRequest, out: &mut Vec<Event>) {
         use crate::event::CommandKind::New;
-        if self.orders.contains_key(&r.order_id) {
+        if self.orders.contains(r.order_id) {
             return self.reject(
                 New,
                 r.order_id,
@@ -332,7 +329,7 @@ impl Engine {
                 );
             }
         }
-        self.orders.insert(r.order_id, FINISHED);
+        self.orders.set(r.order_id, FINISHED);
         self.emit(
             out,
             EventBody::Accepted(Accepted {
@@ -401,7 +398,7 @@ impl Engine {
         let s = *self.slab.get(i);
         let ladder = self.books[s.instrument.0 as usize].side_mut(s.side);
         let rank = ladder.push_back(&mut self.slab, key_of(s.side, s.price), i, s.leaves);
-        self.orders.insert(s.id, i);
+        self.orders.set(s.id, i);
         if rank < self.config.depth_levels {
             touch(&mut self.books, &mut self.dirty, s.instrument);
         }
@@ -423,7 +420,7 @@ impl Engine {
     /// Frees slot `i` and marks its order finished.
     fn finish(&mut self, i: u32) {
         let id = self.slab.get(i).id;
-        self.orders.insert(id, FINISHED);
+        self.orders.set(id, FINISHED);
         self.slab.release(i);
     }
 
@@ -529,7 +526,7 @@ impl Engine {
                 emit(out, next_seq, EventBody::Order(taker.update(taker_status)));
                 if maker_done {
                     let next = maker.next;
-                    orders.insert(maker.id, FINISHED);
+                    orders.set(maker.id, FINISHED);
                     slab.release(mi);
                     level.head = next;
                     level.count -= 1;
@@ -557,10 +554,10 @@ impl Engine {
         trader: TraderId,
         instrument: InstrumentId,
     ) -> Result<u32, RejectReason> {
-        match self.orders.get(&id) {
+        match self.orders.get(id) {
             None => Err(RejectReason::UnknownOrder),
-            Some(&FINISHED) => Err(RejectReason::OrderNotActive),
-            Some(&i) => {
+            Some(FINISHED) => Err(RejectReason::OrderNotActive),
+            Some(i) => {
                 let s = self.slab.get(i);
                 if s.trader != trader {
                     Err(RejectReason::NotOrderOwner)
@@ -682,16 +679,19 @@ impl Engine {
         for instrument in dirty.drain(..) {
             let book = &mut books[instrument.0 as usize];
             book.dirty = false;
-            let depth = book_depth(book, config.depth_levels);
-            if book.last_depth == depth {
-                continue;
-            }
-            book.last_depth = depth;
+            // Built in place in `out` (a depth is ~500 bytes; avoid copying it around).
             out.push(DepthUpdate {
                 seq: *next_seq,
                 instrument,
-                depth,
+                depth: Depth::default(),
             });
+            let update = out.last_mut().expect("just pushed");
+            book_depth_into(book, config.depth_levels, &mut update.depth);
+            if book.last_depth == update.depth {
+                out.pop();
+                continue;
+            }
+            book.last_depth = update.depth;
             *next_seq += 1;
         }
     }
@@ -708,8 +708,8 @@ impl Engine {
 
     /// The live order `id`, if it is resting.
     pub fn order(&self, id: OrderId) -> Option<RestingOrder> {
-        match self.orders.get(&id) {
-            Some(&i) if i != FINISHED => Some(resting(self.slab.get(i))),
+        match self.orders.get(id) {
+            Some(i) if i != FINISHED => Some(resting(self.slab.get(i))),
             _ => None,
         }
     }
@@ -751,9 +751,7 @@ impl Engine {
             .iter()
             .map(|b| b.bids.heap_bytes() + b.asks.heap_bytes())
             .sum();
-        let entry = std::mem::size_of::<(OrderId, u32)>() + 1;
-        let buckets = (self.orders.capacity() * 8 / 7).next_power_of_two();
-        (books + self.slab.heap_bytes(), buckets * entry)
+        (books + self.slab.heap_bytes(), self.orders.heap_bytes())
     }
 }
 
@@ -770,9 +768,13 @@ fn resting(s: &Slot) -> RestingOrder {
 }
 
 fn book_depth(book: &Book, n: usize) -> Depth {
-    let mut bids = DepthSide::default();
-    let mut asks = DepthSide::default();
-    book.bids.depth_into(Side::Buy, n, &mut bids);
-    book.asks.depth_into(Side::Sell, n, &mut asks);
-    Depth { bids, asks }
+    let mut depth = Depth::default();
+    book_depth_into(book, n, &mut depth);
+    depth
+}
+
+/// Fills an empty `depth` with the top `n` levels of `book`.
+fn book_depth_into(book: &Book, n: usize, depth: &mut Depth) {
+    book.bids.depth_into(Side::Buy, n, &mut depth.bids);
+    book.asks.depth_into(Side::Sell, n, &mut depth.asks);
 }

@@ -112,7 +112,31 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
         } else {
             0.5
         };
-        let request = if roll < new_share || live.len() < 16 {
+        // The first 5 % of the stream opens the book with passive orders, so the rest of the
+        // flow meets a book with realistic depth instead of an empty one.
+        let opening = config.profile != Profile::Sweeping && out.len() < config.messages / 20;
+        let request = if opening {
+            let side = if rng.random_bool(0.5) {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let sign = if side == Side::Buy { -1 } else { 1 };
+            let off = 1 + pareto_ticks(&mut rng, 1.2, mid / 2);
+            let id = next_id;
+            next_id += 1;
+            Request::New(NewRequest {
+                order_id: id,
+                trader: traders[rng.random_range(0..traders.len())],
+                instrument,
+                side,
+                order_type: OrderType::Limit,
+                time_in_force: TimeInForce::Gtc,
+                post_only: false,
+                price: Some((mid + sign * off).max(1)),
+                quantity: size(&mut rng, 100),
+            })
+        } else if roll < new_share || live.len() < 16 {
             let side = if rng.random_bool(0.5) {
                 Side::Buy
             } else {
@@ -147,9 +171,17 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                             Some(p),
                             size(&mut rng, 100),
                         )
+                    } else if kind < 0.25 {
+                        // Marketable GTC limit: takes what is there, rests the rest.
+                        (
+                            OrderType::Limit,
+                            TimeInForce::Gtc,
+                            Some(mid - sign),
+                            size(&mut rng, 100),
+                        )
                     } else {
-                        // Passive around the touch with a heavy tail; a few cross slightly.
-                        let off = pareto_ticks(&mut rng, 1.2, mid / 2) - 1;
+                        // Passive, clustered at the touch with a heavy tail away from it.
+                        let off = 1 + pareto_ticks(&mut rng, 1.2, mid / 2);
                         (
                             OrderType::Limit,
                             TimeInForce::Gtc,
