@@ -90,7 +90,6 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
             spec.reference_price
                 .and_then(|p| instruments.price_to_ticks(id, p).ok())
                 .unwrap_or(10_000)
-                .max(2_000)
         })
         .collect();
     let mut shadow = Engine::new(instruments.clone());
@@ -98,6 +97,8 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
     let mut live: Vec<Live> = Vec::new();
     let mut out = Vec::with_capacity(config.messages);
     let mut next_id = config.first_order_id;
+    // Cancels and amends only while enough orders rest, so the book keeps realistic depth.
+    let min_live = (config.messages / 50).clamp(16, 40_000);
 
     while out.len() < config.messages {
         let inst = rng.random_range(0..n_instruments);
@@ -136,7 +137,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 price: Some((mid + sign * off).max(1)),
                 quantity: size(&mut rng, 100),
             })
-        } else if roll < new_share || live.len() < 16 {
+        } else if roll < new_share || shadow.resting_count() < min_live {
             let side = if rng.random_bool(0.5) {
                 Side::Buy
             } else {

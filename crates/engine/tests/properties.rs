@@ -75,7 +75,7 @@ fn build(ops: &[Op]) -> Vec<Command> {
                     1 => q = -q,
                     2 => q = Decimal::ZERO,
                     3 => p = Some(Decimal::from(10_000_000)),
-                    4 => q = q + Decimal::new(1, 3), // off lot
+                    4 => q += Decimal::new(1, 3), // off lot
                     _ => {}
                 }
                 let order_id = if big % 41 == 7 && !issued.is_empty() {
@@ -101,7 +101,7 @@ fn build(ops: &[Op]) -> Vec<Command> {
                     quantity: q,
                 }));
             }
-            6..=7 | 8..=9 if !issued.is_empty() => {
+            6..=9 if !issued.is_empty() => {
                 let (order_id, owner, sym) = if big % 29 == 3 {
                     (999_999, trader, symbol) // unknown order
                 } else if big % 4 == 0 {
@@ -147,10 +147,20 @@ fn build(ops: &[Op]) -> Vec<Command> {
 }
 
 /// What the events say about each order, to check invariants against the book.
+/// The latest state of one order according to the events.
+#[derive(Clone, Copy)]
+struct Seen {
+    limit: Option<Ticks>,
+    quantity: Lots,
+    filled: Lots,
+    leaves: Lots,
+    done: bool,
+}
+
 #[derive(Default)]
 struct Ledger {
-    /// Latest (side, limit, quantity, filled, leaves, final) per order.
-    orders: HashMap<OrderId, (Side, Option<Ticks>, Lots, Lots, Lots, bool)>,
+    /// Latest state per order.
+    orders: HashMap<OrderId, Seen>,
     /// Time priority (sequence number of the event that set it) of live orders.
     priority: HashMap<OrderId, u64>,
     traded: Lots,
@@ -161,18 +171,22 @@ impl Ledger {
         for e in events {
             match e.body {
                 EventBody::Accepted(a) => {
-                    self.orders.insert(
-                        a.order_id,
-                        (a.side, a.price, a.quantity, 0, a.quantity, false),
-                    );
+                    let seen = Seen {
+                        limit: a.price,
+                        quantity: a.quantity,
+                        filled: 0,
+                        leaves: a.quantity,
+                        done: false,
+                    };
+                    self.orders.insert(a.order_id, seen);
                     self.priority.insert(a.order_id, e.seq);
                 }
                 EventBody::Trade(t) => {
                     // No trade outside either order's limit; trade price is the maker's price.
                     let (buyer, _) = t.buyer();
                     let (seller, _) = t.seller();
-                    let (_, buy_limit, ..) = self.orders[&buyer];
-                    let (_, sell_limit, ..) = self.orders[&seller];
+                    let buy_limit = self.orders[&buyer].limit;
+                    let sell_limit = self.orders[&seller].limit;
                     assert!(
                         buy_limit.is_none_or(|l| t.price <= l),
                         "trade above buy limit: {t:?}"
@@ -183,7 +197,7 @@ impl Ledger {
                     );
                     assert_eq!(
                         Some(t.price),
-                        self.orders[&t.maker_order_id].1,
+                        self.orders[&t.maker_order_id].limit,
                         "trade at maker price"
                     );
                     assert_ne!(t.maker_trader, t.taker_trader, "self trade");
@@ -191,25 +205,20 @@ impl Ledger {
                 }
                 EventBody::Order(u) => {
                     let prev = self.orders[&u.order_id];
-                    if u.status == OrderStatus::Amended {
-                        let (_, old_price, _, _, old_leaves, _) = prev;
-                        if u.price != old_price || u.leaves > old_leaves {
-                            self.priority.insert(u.order_id, e.seq);
-                        }
+                    let lost_priority = u.price != prev.limit || u.leaves > prev.leaves;
+                    if u.status == OrderStatus::Amended && lost_priority {
+                        self.priority.insert(u.order_id, e.seq);
                     }
-                    assert!(u.filled >= prev.3, "filled never decreases");
-                    assert_eq!(u.quantity >= u.filled + u.leaves, true);
-                    self.orders.insert(
-                        u.order_id,
-                        (
-                            u.side,
-                            u.price,
-                            u.quantity,
-                            u.filled,
-                            u.leaves,
-                            u.status.is_final(),
-                        ),
-                    );
+                    assert!(u.filled >= prev.filled, "filled never decreases");
+                    assert!(u.quantity >= u.filled + u.leaves);
+                    let seen = Seen {
+                        limit: u.price,
+                        quantity: u.quantity,
+                        filled: u.filled,
+                        leaves: u.leaves,
+                        done: u.status.is_final(),
+                    };
+                    self.orders.insert(u.order_id, seen);
                 }
                 EventBody::Rejected(_) => {}
             }
@@ -244,9 +253,9 @@ fn check_invariants(engine: &Engine, ledger: &Ledger) {
                 }
             }
             for o in &orders {
-                let (_, _, _, filled, leaves, done) = ledger.orders[&o.order_id];
+                let seen = ledger.orders[&o.order_id];
                 assert!(
-                    !done && leaves == o.leaves && filled == o.filled,
+                    !seen.done && seen.leaves == o.leaves && seen.filled == o.filled,
                     "book disagrees with events for {}",
                     o.order_id
                 );
@@ -255,13 +264,13 @@ fn check_invariants(engine: &Engine, ledger: &Ledger) {
         }
     }
     // Quantity conservation: submitted = filled + cancelled + resting.
-    let submitted: Lots = ledger.orders.values().map(|o| o.2).sum();
-    let filled: Lots = ledger.orders.values().map(|o| o.3).sum();
+    let submitted: Lots = ledger.orders.values().map(|o| o.quantity).sum();
+    let filled: Lots = ledger.orders.values().map(|o| o.filled).sum();
     let cancelled: Lots = ledger
         .orders
         .values()
-        .filter(|o| o.5)
-        .map(|o| o.2 - o.3)
+        .filter(|o| o.done)
+        .map(|o| o.quantity - o.filled)
         .sum();
     assert_eq!(
         filled,

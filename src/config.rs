@@ -1,0 +1,23 @@
+//! Loading shared configuration: the instrument table.
+//!
+//! Jobs take `--instruments PATH` (env `KAPPA_INSTRUMENTS`); without it they use the copy of
+//! `data/instruments.toml` compiled into the binary, so every job agrees on the same table.
+
+use anyhow::Context;
+use kappa_engine::Instruments;
+use std::path::Path;
+
+/// The instrument file shipped in `data/`, compiled in.
+pub const DEFAULT_INSTRUMENTS: &str = include_str!("../data/instruments.toml");
+
+/// Loads the instrument table from `path`, or the compiled-in default.
+pub fn load_instruments(path: Option<&Path>) -> anyhow::Result<Instruments> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading instrument file {}", p.display()))?;
+            Instruments::from_toml_str(&text).with_context(|| format!("in {}", p.display()))
+        }
+        None => Ok(Instruments::from_toml_str(DEFAULT_INSTRUMENTS)?),
+    }
+}

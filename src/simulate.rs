@@ -1,0 +1,160 @@
+//! In-process simulation: run the engine over a generated order flow and summarize the market
+//! per instrument (trades, volume, VWAP, last price, top of book). No Kafka involved; this is
+//! what `kappa simulate` prints, and the yardstick the pipeline's output is compared against.
+
+use kappa_engine::workload::{generate, Profile, WorkloadConfig};
+use kappa_engine::{Engine, Event, EventBody, InstrumentId, Instruments, Request};
+use rust_decimal::Decimal;
+use std::fmt::Write as _;
+
+/// Per-instrument totals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstrumentSummary {
+    pub symbol: String,
+    pub trades: u64,
+    pub volume: Decimal,
+    pub notional: Decimal,
+    pub last_price: Option<Decimal>,
+    pub best_bid: Option<Decimal>,
+    pub best_ask: Option<Decimal>,
+}
+
+impl InstrumentSummary {
+    /// Volume-weighted average trade price.
+    pub fn vwap(&self) -> Option<Decimal> {
+        (!self.volume.is_zero()).then(|| (self.notional / self.volume).round_dp(4))
+    }
+}
+
+/// Whole-run totals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub commands: usize,
+    pub events: usize,
+    pub rejects: usize,
+    pub resting_orders: usize,
+    pub instruments: Vec<InstrumentSummary>,
+}
+
+/// Runs `commands` through a fresh engine and summarizes the outcome.
+pub fn run(instruments: &Instruments, commands: &[Request]) -> Summary {
+    let mut engine = Engine::new(instruments.clone());
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    let mut summary = Summary {
+        commands: commands.len(),
+        instruments: instruments
+            .ids()
+            .map(|id| InstrumentSummary {
+                symbol: instruments.symbol(id).to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for command in commands {
+        engine.execute(*command, &mut events);
+        summary.events += events.len();
+        for event in events.drain(..) {
+            match event.body {
+                EventBody::Trade(t) => {
+                    let s = &mut summary.instruments[t.instrument.0 as usize];
+                    let price = instruments.ticks_to_price(t.instrument, t.price);
+                    let qty = instruments.lots_to_qty(t.instrument, t.quantity);
+                    s.trades += 1;
+                    s.volume += qty;
+                    s.notional += price * qty;
+                    s.last_price = Some(price);
+                }
+                EventBody::Rejected(_) => summary.rejects += 1,
+                _ => {}
+            }
+        }
+    }
+    for (i, s) in summary.instruments.iter_mut().enumerate() {
+        let id = InstrumentId(i as u16);
+        let price = |t| instruments.ticks_to_price(id, t);
+        s.best_bid = engine.best(id, kappa_engine::Side::Buy).map(price);
+        s.best_ask = engine.best(id, kappa_engine::Side::Sell).map(price);
+    }
+    summary.resting_orders = engine.resting_count();
+    summary
+}
+
+/// Generates a mixed flow over the first `n_instruments` instruments and runs it.
+pub fn simulate(
+    instruments: &Instruments,
+    messages: usize,
+    n_instruments: usize,
+    seed: u64,
+) -> Summary {
+    let config = WorkloadConfig {
+        messages,
+        instruments: n_instruments,
+        seed,
+        profile: Profile::Mixed,
+        ..Default::default()
+    };
+    run(instruments, &generate(&config, instruments))
+}
+
+fn opt(d: Option<Decimal>) -> String {
+    d.map_or_else(|| "-".to_string(), |d| d.to_string())
+}
+
+/// A fixed-width table of the summary.
+pub fn render(summary: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} commands -> {} events ({} rejected); {} orders resting",
+        summary.commands, summary.events, summary.rejects, summary.resting_orders
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "symbol", "trades", "volume", "vwap", "last", "bid", "ask"
+    );
+    for s in summary
+        .instruments
+        .iter()
+        .filter(|s| s.trades > 0 || s.best_bid.is_some() || s.best_ask.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            s.symbol,
+            s.trades,
+            s.volume,
+            opt(s.vwap()),
+            opt(s.last_price),
+            opt(s.best_bid),
+            opt(s.best_ask)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_totals_match_the_engine_output() {
+        let instruments = crate::config::load_instruments(None).unwrap();
+        let a = simulate(&instruments, 20_000, 3, 7);
+        assert_eq!(a, simulate(&instruments, 20_000, 3, 7), "deterministic");
+        assert_eq!(a.commands, 20_000);
+        let traded: Vec<_> = a.instruments.iter().filter(|s| s.trades > 0).collect();
+        assert_eq!(traded.len(), 3, "only the first 3 instruments trade");
+        for s in traded {
+            let vwap = s.vwap().unwrap();
+            assert!(vwap > Decimal::ZERO);
+            // Book is never crossed at the end.
+            if let (Some(b), Some(a)) = (s.best_bid, s.best_ask) {
+                assert!(b < a, "{} crossed: {b} >= {a}", s.symbol);
+            }
+        }
+        let table = render(&a);
+        assert!(table.contains("TCS") && table.contains("vwap"));
+    }
+}

@@ -1,0 +1,45 @@
+//! The `kappa` binary's commands, run as a user would.
+
+use std::process::Command;
+
+fn kappa(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args(args)
+        .output()
+        .expect("run kappa")
+}
+
+#[test]
+fn demo_prints_a_market_summary() {
+    let out = kappa(&["demo", "--count", "20000", "--seed", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("20000 commands -> "), "{text}");
+    assert!(text.contains("TCS"), "{text}");
+    // Same seed, same output (apart from the timing line).
+    let again =
+        String::from_utf8(kappa(&["demo", "--count", "20000", "--seed", "3"]).stdout).unwrap();
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("done in"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&text), strip(&again));
+}
+
+#[test]
+fn bad_instrument_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("kappa-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[[instrument]]\nsymbol = \"X\"\ntick_size = \"0\"\n").unwrap();
+    let out = kappa(&["simulate", "--instruments", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml"), "{err}");
+}
