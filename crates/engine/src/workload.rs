@@ -98,7 +98,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
     let mut out = Vec::with_capacity(config.messages);
     let mut next_id = config.first_order_id;
     // Cancels and amends only while enough orders rest, so the book keeps realistic depth.
-    let min_live = (config.messages / 50).clamp(16, 40_000);
+    let min_live = (config.messages / 200).clamp(16, 10_000);
 
     while out.len() < config.messages {
         let inst = rng.random_range(0..n_instruments);
