@@ -76,31 +76,70 @@ fn size(rng: &mut ChaCha8Rng, max: Lots) -> Lots {
     ((-u.ln() * 20.0) as Lots + 1).min(max)
 }
 
-/// Generates the stream described by `config` over `instruments`.
-pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Request> {
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let n_instruments = config.instruments.clamp(1, instruments.len());
-    let traders: Vec<TraderId> = (0..config.traders.max(2))
-        .map(|i| FixedStr::new(&format!("T{i:04}")).expect("short trader id"))
-        .collect();
-    let mut mids: Vec<Ticks> = (0..n_instruments)
-        .map(|i| {
-            let id = InstrumentId(i as u16);
-            let spec = instruments.spec(id);
-            spec.reference_price
-                .and_then(|p| instruments.price_to_ticks(id, p).ok())
-                .unwrap_or(10_000)
-        })
-        .collect();
-    let mut shadow = Engine::new(instruments.clone());
-    let mut scratch = Vec::new();
-    let mut live: Vec<Live> = Vec::new();
-    let mut out = Vec::with_capacity(config.messages);
-    let mut next_id = config.first_order_id;
-    // Cancels and amends only while enough orders rest, so the book keeps realistic depth.
-    let min_live = (config.messages / 200).clamp(16, 10_000);
+/// An endless, seeded stream of requests (see the module docs). `config.messages` sizes the
+/// opening phase (its first 5 %) and the live-order floor.
+pub struct Generator {
+    config: WorkloadConfig,
+    rng: ChaCha8Rng,
+    traders: Vec<TraderId>,
+    mids: Vec<Ticks>,
+    shadow: Engine,
+    scratch: Vec<crate::event::Event>,
+    live: Vec<Live>,
+    next_id: OrderId,
+    min_live: usize,
+    emitted: usize,
+    n_instruments: usize,
+}
 
-    while out.len() < config.messages {
+impl Generator {
+    /// A generator over the first `config.instruments` instruments of `instruments`.
+    pub fn new(config: &WorkloadConfig, instruments: &Instruments) -> Self {
+        let n_instruments = config.instruments.clamp(1, instruments.len());
+        let traders = (0..config.traders.max(2))
+            .map(|i| FixedStr::new(&format!("T{i:04}")).expect("short trader id"))
+            .collect();
+        let mids = (0..n_instruments)
+            .map(|i| {
+                let id = InstrumentId(i as u16);
+                let spec = instruments.spec(id);
+                spec.reference_price
+                    .and_then(|p| instruments.price_to_ticks(id, p).ok())
+                    .unwrap_or(10_000)
+            })
+            .collect();
+        Generator {
+            config: config.clone(),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            traders,
+            mids,
+            shadow: Engine::new(instruments.clone()),
+            scratch: Vec::new(),
+            live: Vec::new(),
+            next_id: config.first_order_id,
+            // Cancels and amends only while enough orders rest, so the book keeps its depth.
+            min_live: (config.messages / 200).clamp(16, 10_000),
+            emitted: 0,
+            n_instruments,
+        }
+    }
+
+    /// One attempt at the next request; `None` when the attempt found no live order to target.
+    fn attempt(&mut self) -> Option<Request> {
+        let Generator {
+            config,
+            rng,
+            traders,
+            mids,
+            shadow,
+            scratch,
+            live,
+            next_id,
+            min_live,
+            emitted,
+            n_instruments,
+        } = self;
+        let (n_instruments, min_live) = (*n_instruments, *min_live);
         let inst = rng.random_range(0..n_instruments);
         let instrument = InstrumentId(inst as u16);
         if config.profile == Profile::Mixed && rng.random_ratio(1, 64) {
@@ -115,7 +154,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
         };
         // The first 5 % of the stream opens the book with passive orders, so the rest of the
         // flow meets a book with realistic depth instead of an empty one.
-        let opening = config.profile != Profile::Sweeping && out.len() < config.messages / 20;
+        let opening = config.profile != Profile::Sweeping && *emitted < config.messages / 20;
         let request = if opening {
             let side = if rng.random_bool(0.5) {
                 Side::Buy
@@ -123,9 +162,9 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 Side::Sell
             };
             let sign = if side == Side::Buy { -1 } else { 1 };
-            let off = 1 + pareto_ticks(&mut rng, 1.2, mid / 2);
-            let id = next_id;
-            next_id += 1;
+            let off = 1 + pareto_ticks(rng, 1.2, mid / 2);
+            let id = *next_id;
+            *next_id += 1;
             Request::New(NewRequest {
                 order_id: id,
                 trader: traders[rng.random_range(0..traders.len())],
@@ -135,7 +174,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 time_in_force: TimeInForce::Gtc,
                 post_only: false,
                 price: Some((mid + sign * off).max(1)),
-                quantity: size(&mut rng, 100),
+                quantity: size(rng, 100),
             })
         } else if roll < new_share || shadow.resting_count() < min_live {
             let side = if rng.random_bool(0.5) {
@@ -149,50 +188,35 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 Profile::Mixed => {
                     let kind: f64 = rng.random();
                     if kind < 0.03 {
-                        (
-                            OrderType::Market,
-                            TimeInForce::Ioc,
-                            None,
-                            size(&mut rng, 50),
-                        )
+                        (OrderType::Market, TimeInForce::Ioc, None, size(rng, 50))
                     } else if kind < 0.18 {
                         // IOC, usually marketable.
                         let p = mid - sign * rng.random_range(0..3);
-                        (
-                            OrderType::Limit,
-                            TimeInForce::Ioc,
-                            Some(p),
-                            size(&mut rng, 100),
-                        )
+                        (OrderType::Limit, TimeInForce::Ioc, Some(p), size(rng, 100))
                     } else if kind < 0.19 {
                         let p = mid - sign * 2;
-                        (
-                            OrderType::Limit,
-                            TimeInForce::Fok,
-                            Some(p),
-                            size(&mut rng, 100),
-                        )
+                        (OrderType::Limit, TimeInForce::Fok, Some(p), size(rng, 100))
                     } else if kind < 0.25 {
                         // Marketable GTC limit: takes what is there, rests the rest.
                         (
                             OrderType::Limit,
                             TimeInForce::Gtc,
                             Some(mid - sign),
-                            size(&mut rng, 100),
+                            size(rng, 100),
                         )
                     } else {
                         // Passive, clustered at the touch with a heavy tail away from it.
-                        let off = 1 + pareto_ticks(&mut rng, 1.2, mid / 2);
+                        let off = 1 + pareto_ticks(rng, 1.2, mid / 2);
                         (
                             OrderType::Limit,
                             TimeInForce::Gtc,
                             Some(mid + sign * off),
-                            size(&mut rng, 100),
+                            size(rng, 100),
                         )
                     }
                 }
                 Profile::Passive => {
-                    let off = pareto_ticks(&mut rng, 1.2, mid / 2) + 1;
+                    let off = pareto_ticks(rng, 1.2, mid / 2) + 1;
                     let tif = if rng.random_ratio(15, 100) {
                         TimeInForce::Ioc
                     } else {
@@ -202,7 +226,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                         OrderType::Limit,
                         tif,
                         Some(mid + sign * off),
-                        size(&mut rng, 100),
+                        size(rng, 100),
                     )
                 }
                 Profile::Sweeping => {
@@ -213,7 +237,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                             OrderType::Limit,
                             TimeInForce::Ioc,
                             Some(p),
-                            50 + size(&mut rng, 200),
+                            50 + size(rng, 200),
                         )
                     } else {
                         let off = rng.random_range(1..12);
@@ -221,13 +245,13 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                             OrderType::Limit,
                             TimeInForce::Gtc,
                             Some(mid + sign * off),
-                            size(&mut rng, 40),
+                            size(rng, 40),
                         )
                     }
                 }
             };
-            let id = next_id;
-            next_id += 1;
+            let id = *next_id;
+            *next_id += 1;
             Request::New(NewRequest {
                 order_id: id,
                 trader,
@@ -246,15 +270,16 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                     break None;
                 }
                 // Bias towards recent orders, as real cancels are.
-                let k =
-                    live.len() - 1 - pareto_ticks(&mut rng, 0.8, live.len() as Ticks - 1) as usize;
+                let k = live.len() - 1 - pareto_ticks(rng, 0.8, live.len() as Ticks - 1) as usize;
                 let candidate = live[k];
                 if shadow.order(candidate.id).is_some() {
                     break Some(candidate);
                 }
                 live.swap_remove(k);
             };
-            let Some(target) = target else { continue };
+            let Some(target) = target else {
+                return None;
+            };
             // Of the rest: 80 % cancels, 20 % amends.
             if (roll - new_share) / (1.0 - new_share) < 0.8 {
                 Request::Cancel(CancelRequest {
@@ -280,7 +305,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 } else if amend < 0.9 {
                     (None, Some((resting.leaves / 2).max(1)))
                 } else {
-                    (None, Some(resting.leaves + size(&mut rng, 20)))
+                    (None, Some(resting.leaves + size(rng, 20)))
                 };
                 Request::Amend(AmendRequest {
                     order_id: target.id,
@@ -292,7 +317,7 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
             }
         };
         scratch.clear();
-        shadow.execute(request, &mut scratch);
+        shadow.execute(request, scratch);
         if let Request::New(n) = request {
             if shadow.order(n.order_id).is_some() {
                 live.push(Live {
@@ -302,9 +327,28 @@ pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Reque
                 });
             }
         }
-        out.push(request);
+        *emitted += 1;
+        Some(request)
     }
-    out
+}
+
+impl Iterator for Generator {
+    type Item = Request;
+
+    fn next(&mut self) -> Option<Request> {
+        loop {
+            if let Some(request) = self.attempt() {
+                return Some(request);
+            }
+        }
+    }
+}
+
+/// Generates `config.messages` requests of the stream described by `config`.
+pub fn generate(config: &WorkloadConfig, instruments: &Instruments) -> Vec<Request> {
+    Generator::new(config, instruments)
+        .take(config.messages)
+        .collect()
 }
 
 #[cfg(test)]
