@@ -1,8 +1,11 @@
-//! `kappa`: the umbrella command. `kappa demo` runs the exchange end to end with nothing to
-//! install; `kappa simulate` runs the matching engine in-process over generated order flow.
+//! `kappa`: the umbrella command. `kappa demo` runs the whole pipeline on an embedded broker with
+//! nothing to install; `kappa broker` only hosts the embedded broker so the jobs can run as
+//! separate processes against it; `kappa simulate` runs the engine in-process.
 
 use clap::{Parser, Subcommand};
-use kappa_exchange::{config, simulate};
+use kappa_exchange::embedded::{EmbeddedKafka, TopicLayout};
+use kappa_exchange::generator::FlowConfig;
+use kappa_exchange::{config, demo, shutdown::Shutdown, simulate, telemetry};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -15,22 +18,47 @@ struct Cli {
     /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
     #[arg(long, env = "KAPPA_INSTRUMENTS", global = true)]
     instruments: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON", global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the exchange end to end on generated orders and print a market summary.
-    Demo(SimArgs),
+    /// Run the pipeline (generator -> match maker) on an embedded Kafka broker and summarize.
+    Demo {
+        #[command(flatten)]
+        flow: FlowArgs,
+        /// Publishing rate in orders/s of wall-clock time (0 = as fast as possible).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Keep the broker running after the demo (for kcat) until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
+    /// Host only the embedded Kafka broker (with the standard topics) until Ctrl-C.
+    Broker {
+        /// Partitions of the orders topic (and of the outputs, except order-events: twice this).
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Topic name prefix.
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
+    },
     /// Run the matching engine in-process over generated orders and print a market summary.
-    Simulate(SimArgs),
+    Simulate {
+        #[command(flatten)]
+        flow: FlowArgs,
+    },
 }
 
 #[derive(clap::Args)]
-struct SimArgs {
-    /// Number of generated commands (new, cancel, amend).
-    #[arg(long, default_value_t = 200_000)]
+struct FlowArgs {
+    /// Number of generated commands (new, cancel, amend). The demo default fits the embedded
+    /// broker's 5 MiB-per-partition retention.
+    #[arg(long, default_value_t = 100_000)]
     count: usize,
     /// Number of instruments to trade (the first N of the table).
     #[arg(long, default_value_t = 5)]
@@ -40,13 +68,67 @@ struct SimArgs {
     seed: u64,
 }
 
+impl FlowArgs {
+    fn config(&self) -> FlowConfig {
+        FlowConfig {
+            count: self.count,
+            instruments: self.instruments_used,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo prints its own live summary; keep the jobs' logs to warnings.
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    telemetry::init_logging(cli.log_json);
     let instruments = config::load_instruments(cli.instruments.as_deref())?;
     match cli.command {
-        Command::Demo(a) | Command::Simulate(a) => {
+        Command::Demo {
+            flow,
+            rate,
+            keep_running,
+        } => {
+            let shutdown = Shutdown::on_signals()?;
+            let cfg = demo::DemoConfig {
+                flow: flow.config(),
+                rate,
+                keep_running,
+            };
+            demo::run(&cfg, &instruments, &shutdown)?;
+        }
+        Command::Broker {
+            partitions,
+            topic_prefix,
+        } => {
+            let shutdown = Shutdown::on_signals()?;
+            let layout = TopicLayout {
+                orders: partitions,
+                trades: partitions,
+                order_events: partitions * 2,
+                book: partitions,
+                rejects: partitions.min(2),
+                analytics: partitions,
+            };
+            let broker = EmbeddedKafka::start(&layout.topics(&topic_prefix))?;
+            println!("{}", broker.bootstrap());
+            eprintln!(
+                "embedded Kafka broker at {} (topics: {:?}); Ctrl-C to stop",
+                broker.bootstrap(),
+                layout.topics(&topic_prefix)
+            );
+            while !shutdown.is_triggered() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        Command::Simulate { flow } => {
             let started = std::time::Instant::now();
-            let summary = simulate::simulate(&instruments, a.count, a.instruments_used, a.seed);
+            let summary =
+                simulate::simulate(&instruments, flow.count, flow.instruments_used, flow.seed);
             print!("{}", simulate::render(&summary));
             println!("done in {:.2}s", started.elapsed().as_secs_f64());
         }

@@ -5,8 +5,25 @@
 //! binaries in `jobs/` wire together:
 //!
 //! - [`config`]: shared configuration (the instrument table).
+//! - [`topics`]: topic names, keys, headers and the partitioner.
+//! - [`schema`]: JSON message schemas of every topic; parsing of incoming orders.
+//! - [`kafka`]: client configuration (`--brokers`, `-X`), provenance headers, output scans.
+//! - [`embedded`]: the embedded broker (librdkafka's mock cluster) for demos and tests.
+//! - [`generator`]: the order-generator job.
+//! - [`matchmaker`]: the match-maker job (replay-based exactly-once output).
+//! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`demo`]: the one-command demo on the embedded broker.
 //! - [`simulate`]: the engine run in-process over generated flow, with a market summary.
 pub use kappa_engine as engine;
 
 pub mod config;
+pub mod demo;
+pub mod embedded;
+pub mod generator;
+pub mod kafka;
+pub mod matchmaker;
+pub mod schema;
+pub mod shutdown;
 pub mod simulate;
+pub mod telemetry;
+pub mod topics;

@@ -32,7 +32,8 @@ pub struct Summary {
     pub commands: usize,
     pub events: usize,
     pub rejects: usize,
-    pub resting_orders: usize,
+    /// Resting orders at the end, when known (in-process runs).
+    pub resting_orders: Option<usize>,
     pub instruments: Vec<InstrumentSummary>,
 }
 
@@ -76,7 +77,7 @@ pub fn run(instruments: &Instruments, commands: &[Request]) -> Summary {
         s.best_bid = engine.best(id, kappa_engine::Side::Buy).map(price);
         s.best_ask = engine.best(id, kappa_engine::Side::Sell).map(price);
     }
-    summary.resting_orders = engine.resting_count();
+    summary.resting_orders = Some(engine.resting_count());
     summary
 }
 
@@ -104,11 +105,17 @@ fn opt(d: Option<Decimal>) -> String {
 /// A fixed-width table of the summary.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{} commands -> {} events ({} rejected); {} orders resting",
-        summary.commands, summary.events, summary.rejects, summary.resting_orders
+        "{} commands -> {} events ({} rejected)",
+        summary.commands, summary.events, summary.rejects
     );
+    match summary.resting_orders {
+        Some(n) => {
+            let _ = writeln!(out, "; {n} orders resting");
+        }
+        None => out.push('\n'),
+    }
     let _ = writeln!(
         out,
         "{:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",

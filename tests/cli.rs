@@ -10,8 +10,8 @@ fn kappa(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn demo_prints_a_market_summary() {
-    let out = kappa(&["demo", "--count", "20000", "--seed", "3"]);
+fn simulate_prints_a_market_summary() {
+    let out = kappa(&["simulate", "--count", "20000", "--seed", "3"]);
     assert!(
         out.status.success(),
         "{}",
@@ -22,7 +22,7 @@ fn demo_prints_a_market_summary() {
     assert!(text.contains("TCS"), "{text}");
     // Same seed, same output (apart from the timing line).
     let again =
-        String::from_utf8(kappa(&["demo", "--count", "20000", "--seed", "3"]).stdout).unwrap();
+        String::from_utf8(kappa(&["simulate", "--count", "20000", "--seed", "3"]).stdout).unwrap();
     let strip = |s: &str| {
         s.lines()
             .filter(|l| !l.starts_with("done in"))
@@ -42,4 +42,62 @@ fn bad_instrument_file_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn demo_runs_the_pipeline_and_its_consistency_check_passes() {
+    let out = kappa(&["demo", "--count", "5000", "--seed", "8"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("embedded Kafka broker at 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("kcat -b 127.0.0.1:"), "{text}");
+    assert!(text.contains("consistency check: OK"), "{text}");
+    assert!(text.contains("consumed 5000"), "{text}");
+}
+
+#[test]
+fn every_job_has_help() {
+    for (bin, flags) in [
+        (
+            env!("CARGO_BIN_EXE_order-generator"),
+            &[
+                "--rate",
+                "--count",
+                "--instruments",
+                "--traders",
+                "--seed",
+                "--from-file",
+                "--brokers",
+                "-X",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_match-maker"),
+            &[
+                "--group",
+                "--brokers",
+                "--transactional-id",
+                "--idle-exit-ms",
+                "-X",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_kappa"),
+            &["demo", "broker", "simulate"][..],
+        ),
+    ] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        for f in flags {
+            assert!(help.contains(f), "{bin} --help lacks {f}:\n{help}");
+        }
+    }
 }

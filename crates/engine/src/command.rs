@@ -132,7 +132,8 @@ impl Command {
         }
     }
 
-    fn trader(&self) -> TraderId {
+    /// The trader who sent the command.
+    pub fn trader(&self) -> TraderId {
         match self {
             Command::New(c) => c.trader,
             Command::Cancel(c) => c.trader,
@@ -140,7 +141,8 @@ impl Command {
         }
     }
 
-    fn symbol(&self) -> Symbol {
+    /// The instrument symbol the command names.
+    pub fn symbol(&self) -> Symbol {
         match self {
             Command::New(c) => c.instrument,
             Command::Cancel(c) => c.instrument,

@@ -277,9 +277,7 @@ impl Generator {
                 }
                 live.swap_remove(k);
             };
-            let Some(target) = target else {
-                return None;
-            };
+            let target = target?;
             // Of the rest: 80 % cancels, 20 % amends.
             if (roll - new_share) / (1.0 - new_share) < 0.8 {
                 Request::Cancel(CancelRequest {

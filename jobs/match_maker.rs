@@ -1,0 +1,65 @@
+//! `match-maker`: price-time-priority matching per `orders` partition, publishing trades, order
+//! events, rejects and top-5 book depth.
+
+use clap::Parser;
+use kappa_exchange::matchmaker::{self, Counters, Options};
+use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown, telemetry};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "match-maker",
+    version,
+    about = "Match orders from the orders topic; publish trades, order events, rejects and book depth"
+)]
+struct Args {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Consumer group (all match-maker replicas share it; partitions are spread over them).
+    #[arg(long, env = "MM_GROUP", default_value = "match-maker")]
+    group: String,
+    /// Most orders handled per batch.
+    #[arg(long, default_value_t = 5_000)]
+    batch_size: usize,
+    /// Levels per side in book updates (1-10).
+    #[arg(long, default_value_t = 5)]
+    depth: usize,
+    /// Exit once caught up and idle for this many milliseconds (batch/replay runs).
+    #[arg(long)]
+    idle_exit_ms: Option<u64>,
+    /// Use Kafka transactions with this transactional.id (production brokers; unique per replica).
+    #[arg(long, env = "MM_TRANSACTIONAL_ID")]
+    transactional_id: Option<String>,
+    /// Prefix for the output topics only, e.g. `replay.` to rebuild side by side.
+    #[arg(long, env = "MM_OUTPUT_PREFIX")]
+    output_prefix: Option<String>,
+    /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
+    #[arg(long, env = "KAPPA_INSTRUMENTS")]
+    instrument_file: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    telemetry::init_logging(a.log_json);
+    let shutdown = Shutdown::on_signals()?;
+    let instruments = config::load_instruments(a.instrument_file.as_deref())?;
+    let opts = Options {
+        group: a.group,
+        batch_size: a.batch_size.max(1),
+        idle_exit: a.idle_exit_ms.map(Duration::from_millis),
+        depth_levels: a.depth,
+        transactional_id: a.transactional_id,
+        output_prefix: a.output_prefix,
+    };
+    matchmaker::run(
+        &a.kafka,
+        &instruments,
+        &opts,
+        &shutdown,
+        &Counters::default(),
+    )
+}

@@ -1,0 +1,98 @@
+//! `order-generator`: publishes a seeded, rate-controlled order flow (or a file) to `orders`.
+
+use clap::Parser;
+use kappa_exchange::generator::{self, FlowConfig, DEFAULT_START_MS};
+use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown, telemetry};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "order-generator",
+    version,
+    about = "Publish realistic buy/sell orders to the orders topic"
+)]
+struct Args {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Number of orders (new, cancel, amend) to publish.
+    #[arg(long, env = "GEN_COUNT", default_value_t = 100_000)]
+    count: usize,
+    /// Publishing rate in orders per second of wall-clock time (0 = as fast as possible).
+    #[arg(long, env = "GEN_RATE", default_value_t = 0.0)]
+    rate: f64,
+    /// Number of instruments to trade (the first N of the instrument table).
+    #[arg(long, default_value_t = 5)]
+    instruments: usize,
+    /// Number of distinct traders.
+    #[arg(long, default_value_t = 200)]
+    traders: usize,
+    /// Random seed: the same seed publishes the same orders, byte for byte.
+    #[arg(long, env = "GEN_SEED", default_value_t = 42)]
+    seed: u64,
+    /// Event-time arrival rate of the Poisson process (orders per second of event time).
+    #[arg(long, default_value_t = 10_000.0)]
+    event_rate: f64,
+    /// Event time of the first order, in ms since the Unix epoch.
+    #[arg(long, default_value_t = DEFAULT_START_MS)]
+    start_ms: i64,
+    /// First order id.
+    #[arg(long, default_value_t = 1_000_001)]
+    first_order_id: u64,
+    /// Publish this CSV or JSON-lines file instead of generated flow.
+    #[arg(long)]
+    from_file: Option<PathBuf>,
+    /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
+    #[arg(long, env = "KAPPA_INSTRUMENTS")]
+    instrument_file: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON")]
+    log_json: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    telemetry::init_logging(a.log_json);
+    let shutdown = Shutdown::on_signals()?;
+    let instruments = config::load_instruments(a.instrument_file.as_deref())?;
+    let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
+    let stats = match &a.from_file {
+        Some(path) => {
+            let rows = generator::read_file(path)?;
+            let n = rows.len() as u64;
+            generator::publish(
+                &a.kafka,
+                rows.into_iter().map(|(k, p)| (k, p, None)),
+                n,
+                a.rate,
+                progress,
+                &shutdown,
+            )?
+        }
+        None => {
+            let cfg = FlowConfig {
+                count: a.count,
+                instruments: a.instruments,
+                traders: a.traders,
+                seed: a.seed,
+                event_rate: a.event_rate,
+                start_ms: a.start_ms,
+                first_order_id: a.first_order_id,
+            };
+            let items = generator::flow(&cfg, &instruments).map(|(k, p, t)| (k, p, Some(t)));
+            generator::publish(&a.kafka, items, a.count as u64, a.rate, progress, &shutdown)?
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        published = stats.published,
+        bytes = stats.bytes,
+        seconds = format!("{secs:.2}"),
+        rate = format!("{:.0}/s", stats.published as f64 / secs.max(1e-9)),
+        "order generator done"
+    );
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The one-command demo: an embedded broker, the order generator and the match maker running
+//! together, a live summary every second, and a final market summary read back from the topics
+//! with consistency checks (every order consumed; trades on the topic = trades matched).
+
+use crate::embedded::{EmbeddedKafka, TopicLayout};
+use crate::generator::{self, FlowConfig};
+use crate::kafka::{read_topic, KafkaArgs};
+use crate::matchmaker::{self, Counters};
+use crate::schema::{BookMessage, TradeMessage};
+use crate::shutdown::Shutdown;
+use crate::simulate::{render, InstrumentSummary, Summary};
+use anyhow::{anyhow, Context as _};
+use kappa_engine::Instruments;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Demo settings.
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    pub flow: FlowConfig,
+    /// Publishing rate (orders/s of wall-clock time; 0 = as fast as possible).
+    pub rate: f64,
+    /// Keep the broker up after the run until Ctrl-C, for kcat.
+    pub keep_running: bool,
+}
+
+/// What the demo measured and verified.
+#[derive(Debug)]
+pub struct DemoReport {
+    pub published: u64,
+    pub consumed: u64,
+    pub trades_matched: u64,
+    pub trades_on_topic: u64,
+    pub rejects: u64,
+    pub seconds: f64,
+    pub summary: Summary,
+}
+
+/// Builds the market summary from the `trades` and `book` topics.
+pub fn summarize_topics(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+) -> anyhow::Result<(Summary, u64)> {
+    let topics = kafka.topics();
+    let reader: BaseConsumer = kafka.reader().create()?;
+    let mut by_symbol: HashMap<String, InstrumentSummary> = HashMap::new();
+    let mut trades = 0u64;
+    read_topic(&reader, &topics.trades, |m| {
+        if let Some(t) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<TradeMessage>(p).ok())
+        {
+            trades += 1;
+            let s = by_symbol.entry(t.instrument.clone()).or_default();
+            s.trades += 1;
+            s.volume += t.quantity;
+            s.notional += t.price * t.quantity;
+            s.last_price = Some(t.price);
+        }
+    })?;
+    let mut newest: HashMap<String, (i64, BookMessage)> = HashMap::new();
+    read_topic(&reader, &topics.book, |m| {
+        if let Some(b) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<BookMessage>(p).ok())
+        {
+            let keep = newest
+                .get(&b.instrument)
+                .is_none_or(|(off, _)| b.as_of_offset >= *off);
+            if keep {
+                newest.insert(b.instrument.clone(), (b.as_of_offset, b));
+            }
+        }
+    })?;
+    let mut summary = Summary::default();
+    for id in instruments.ids() {
+        let symbol = instruments.symbol(id).to_string();
+        let mut s = by_symbol.remove(&symbol).unwrap_or_default();
+        s.symbol = symbol.clone();
+        if let Some((_, b)) = newest.get(&symbol) {
+            s.best_bid = b.bids.first().map(|l| l.price);
+            s.best_ask = b.asks.first().map(|l| l.price);
+        }
+        summary.instruments.push(s);
+    }
+    Ok((summary, trades))
+}
+
+/// Runs the demo, printing progress to stderr and the summary to stdout.
+pub fn run(
+    config: &DemoConfig,
+    instruments: &Instruments,
+    shutdown: &Shutdown,
+) -> anyhow::Result<DemoReport> {
+    let broker = EmbeddedKafka::start(&TopicLayout::default().topics(""))?;
+    let kafka = KafkaArgs::new(broker.bootstrap());
+    println!("embedded Kafka broker at {}", broker.bootstrap());
+    println!(
+        "  watch trades:   kcat -b {} -C -t trades -o beginning",
+        broker.bootstrap()
+    );
+    println!(
+        "  one instrument: kcat -b {} -C -t book -o beginning -k TCS (filter on key)",
+        broker.bootstrap()
+    );
+
+    let counters = Arc::new(Counters::default());
+    let mm_stop = Shutdown::new();
+    let mm = {
+        let (kafka, instruments, counters, stop) = (
+            kafka.clone(),
+            instruments.clone(),
+            counters.clone(),
+            mm_stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("match-maker".into())
+            .spawn(move || {
+                matchmaker::run(
+                    &kafka,
+                    &instruments,
+                    &matchmaker::Options::default(),
+                    &stop,
+                    &counters,
+                )
+            })?
+    };
+
+    let published = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = {
+        let (counters, published, done) = (counters.clone(), published.clone(), done.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                if start.elapsed().as_millis() % 1000 < 250 {
+                    eprintln!(
+                        "[{:>5.1}s] published {:>8}  matched {:>8}  trades {:>7}  rejects {:>5}  outputs {:>8}",
+                        start.elapsed().as_secs_f64(),
+                        published.load(Ordering::Relaxed),
+                        Counters::get(&counters.consumed),
+                        Counters::get(&counters.trades),
+                        Counters::get(&counters.rejected),
+                        Counters::get(&counters.produced),
+                    );
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let items = generator::flow(&config.flow, instruments).map(|(k, p, t)| {
+        published.fetch_add(1, Ordering::Relaxed);
+        (k, p, Some(t))
+    });
+    let stats = generator::publish(
+        &kafka,
+        items,
+        config.flow.count as u64,
+        config.rate,
+        false,
+        shutdown,
+    )?;
+    // Wait for the match maker to consume everything that was published.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Counters::get(&counters.consumed) < stats.published && !shutdown.is_triggered() {
+        if mm.is_finished() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    mm_stop.trigger();
+    let mm_result = mm
+        .join()
+        .map_err(|_| anyhow!("match maker thread panicked"))?;
+    done.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    mm_result.context("match maker")?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let (mut summary, trades_on_topic) = summarize_topics(&kafka, instruments)?;
+    summary.commands = stats.published as usize;
+    summary.rejects = Counters::get(&counters.rejected) as usize;
+    summary.events = Counters::get(&counters.produced) as usize;
+    let report = DemoReport {
+        published: stats.published,
+        consumed: Counters::get(&counters.consumed),
+        trades_matched: Counters::get(&counters.trades),
+        trades_on_topic,
+        rejects: Counters::get(&counters.rejected),
+        seconds,
+        summary,
+    };
+    print!("{}", render(&report.summary));
+    println!(
+        "{} orders in {:.2}s ({:.0} orders/s end to end); consumed {}, trades matched {}, trades on topic {}",
+        report.published,
+        seconds,
+        report.published as f64 / seconds.max(1e-9),
+        report.consumed,
+        report.trades_matched,
+        report.trades_on_topic
+    );
+    let ok = report.consumed == report.published && report.trades_matched == report.trades_on_topic;
+    println!(
+        "consistency check: {}",
+        if ok {
+            "OK (nothing lost, nothing duplicated)"
+        } else {
+            "FAILED"
+        }
+    );
+    if config.keep_running {
+        println!(
+            "broker still running at {} — Ctrl-C to stop",
+            broker.bootstrap()
+        );
+        while !shutdown.is_triggered() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(broker);
+    if !ok {
+        return Err(anyhow!("demo consistency check failed"));
+    }
+    Ok(report)
+}
