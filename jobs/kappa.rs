@@ -47,6 +47,26 @@ enum Command {
         #[arg(long, default_value = "")]
         topic_prefix: String,
     },
+    /// Benchmark the pipeline end to end on the embedded broker (orders/s with verified counts).
+    BenchPipeline {
+        /// Orders to publish.
+        #[arg(long, default_value_t = 300_000)]
+        count: usize,
+        /// Partitions per topic (order-events: twice this).
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Instruments to trade (the first N of the table).
+        #[arg(long, default_value_t = 7)]
+        instruments_used: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Match-maker batch size.
+        #[arg(long, default_value_t = 5_000)]
+        batch_size: usize,
+        /// Publish all orders first, then time the match maker alone on the backlog.
+        #[arg(long)]
+        preload: bool,
+    },
     /// Run the matching engine in-process over generated orders and print a market summary.
     Simulate {
         #[command(flatten)]
@@ -81,7 +101,11 @@ impl FlowArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+    if matches!(
+        cli.command,
+        Command::Demo { .. } | Command::BenchPipeline { .. }
+    ) && std::env::var_os("RUST_LOG").is_none()
+    {
         // The demo prints its own live summary; keep the jobs' logs to warnings.
         std::env::set_var("RUST_LOG", "warn");
     }
@@ -124,6 +148,24 @@ fn main() -> anyhow::Result<()> {
             while !shutdown.is_triggered() {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
+        }
+        Command::BenchPipeline {
+            count,
+            partitions,
+            instruments_used,
+            seed,
+            batch_size,
+            preload,
+        } => {
+            let cfg = kappa_exchange::bench::BenchConfig {
+                count,
+                partitions,
+                instruments: instruments_used,
+                seed,
+                batch_size,
+                preload,
+            };
+            kappa_exchange::bench::run(&cfg, &instruments)?;
         }
         Command::Simulate { flow } => {
             let started = std::time::Instant::now();

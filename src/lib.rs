@@ -12,10 +12,12 @@
 //! - [`generator`]: the order-generator job.
 //! - [`matchmaker`]: the match-maker job (replay-based exactly-once output).
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`bench`]: the end-to-end pipeline benchmark.
 //! - [`demo`]: the one-command demo on the embedded broker.
 //! - [`simulate`]: the engine run in-process over generated flow, with a market summary.
 pub use kappa_engine as engine;
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod embedded;

@@ -82,6 +82,8 @@ pub struct Counters {
     pub produced: AtomicU64,
     pub suppressed: AtomicU64,
     pub book_updates: AtomicU64,
+    /// Input partitions currently assigned and recovered.
+    pub assigned: AtomicU64,
 }
 
 impl Counters {
@@ -204,6 +206,8 @@ struct Output<'a> {
     instruments: &'a Instruments,
     counters: &'a Counters,
     buf: Vec<u8>,
+    /// Partitions of `orders`: an instrument's orders must all arrive on its own partition.
+    order_partitions: i32,
 }
 
 impl Output<'_> {
@@ -321,9 +325,31 @@ impl Output<'_> {
         };
         st.last_ts = parsed.event_time_ms.unwrap_or(fallback_ts);
         let ts = st.last_ts;
+        // One book per instrument: its orders must all come through the partition its key maps
+        // to. A producer with another partitioner would otherwise split the book in two.
+        let symbol = parsed.command.symbol();
+        let home = partition_for(symbol.as_str().as_bytes(), self.order_partitions);
+        if home != st.partition && self.instruments.id_of(symbol).is_some() {
+            let detail = format!(
+                "instrument {symbol} is matched on partition {home} of {}: produce with key = instrument and the murmur2 partitioner (kcat: -X partitioner=murmur2_random)",
+                m.topic()
+            );
+            return self.reject(
+                st,
+                m.topic(),
+                symbol.as_str().as_bytes(),
+                "wrong_partition",
+                detail,
+                payload,
+            );
+        }
         events.clear();
         st.engine.apply_into(&parsed.command, events);
         let instruments = self.instruments;
+        // `Accepted` is not published on its own: every accepted order gets its first status
+        // (NEW, PARTIALLY_FILLED, FILLED or CANCELLED) in the same command, and that event
+        // carries the order type and time in force instead.
+        let mut accepted: Option<kappa_engine::Accepted> = None;
         for e in events.iter() {
             match &e.body {
                 EventBody::Trade(t) => {
@@ -332,13 +358,14 @@ impl Output<'_> {
                     self.emit(st, Out::Trades, msg.instrument.as_bytes(), &msg)?;
                 }
                 EventBody::Order(u) => {
-                    let msg = OrderEventMessage::from_update(u, instruments, ts);
+                    let mut msg = OrderEventMessage::from_update(u, instruments, ts);
+                    if let Some(a) = accepted.filter(|a| a.order_id == u.order_id) {
+                        msg.with_terms(&a);
+                        accepted = None;
+                    }
                     self.emit(st, Out::OrderEvents, msg.trader.as_bytes(), &msg)?;
                 }
-                EventBody::Accepted(a) => {
-                    let msg = OrderEventMessage::accepted(a, instruments, ts);
-                    self.emit(st, Out::OrderEvents, msg.trader.as_bytes(), &msg)?;
-                }
+                EventBody::Accepted(a) => accepted = Some(*a),
                 EventBody::Rejected(r) => {
                     let symbol = parsed.command.symbol();
                     let detail = format!(
@@ -365,6 +392,12 @@ impl Output<'_> {
                     self.emit(st, Out::OrderEvents, msg.trader.as_bytes(), &msg)?;
                 }
             }
+        }
+        if let Some(a) = accepted {
+            // Not reached with the current engine (an accepted order always gets a status), but
+            // an acknowledgement must never be lost.
+            let msg = OrderEventMessage::accepted(&a, instruments, ts);
+            self.emit(st, Out::OrderEvents, msg.trader.as_bytes(), &msg)?;
         }
         Ok(())
     }
@@ -476,7 +509,8 @@ pub fn run(
     let failed = Arc::new(AtomicBool::new(false));
     let mut pcfg = kafka.producer();
     if let Some(id) = &opts.transactional_id {
-        pcfg.set("transactional.id", id);
+        pcfg.set("transactional.id", id)
+            .set("transaction.timeout.ms", "120000");
     }
     let producer: Arc<BaseProducer<ProduceContext>> = Arc::new(
         pcfg.create_with_context(ProduceContext {
@@ -518,8 +552,8 @@ pub fn run(
         instruments,
         counters,
         buf: Vec::with_capacity(512),
+        order_partitions: partition_count(&reader, &topics.orders)?,
     };
-    partition_count(&reader, &topics.orders)?;
     consumer
         .subscribe(&[&topics.orders])
         .context("subscribing")?;
@@ -557,6 +591,9 @@ pub fn run(
                         }
                     }
                 }
+                counters
+                    .assigned
+                    .store(states.len() as u64, Ordering::Relaxed);
             }
             let m = match msg {
                 None => break,

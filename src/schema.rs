@@ -124,12 +124,50 @@ fn decimal_field(
 
 /// Parses an order timestamp (`2023/03/12, 23:48:37[.123]` as UTC, or RFC 3339).
 pub fn parse_timestamp(text: &str) -> Option<i64> {
+    if let Some(ms) = parse_seed_timestamp(text.as_bytes()) {
+        return Some(ms);
+    }
     if let Ok(t) = NaiveDateTime::parse_from_str(text, ORDER_TIMESTAMP_FORMAT) {
         return Some(t.and_utc().timestamp_millis());
     }
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// Fast path for exactly `YYYY/MM/DD, HH:MM:SS` with optional `.f` to `.fff` (the generator's
+/// and the seed's format); anything else falls back to chrono.
+fn parse_seed_timestamp(b: &[u8]) -> Option<i64> {
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32)
+        })
+    };
+    if b.len() < 20
+        || b[4] != b'/'
+        || b[7] != b'/'
+        || &b[10..12] != b", "
+        || b[14] != b':'
+        || b[17] != b':'
+    {
+        return None;
+    }
+    let millis = match &b[20..] {
+        [] => 0,
+        [b'.', frac @ ..] if (1..=3).contains(&frac.len()) => {
+            digits(21..b.len())? * 10u32.pow(3 - frac.len() as u32)
+        }
+        _ => return None,
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_milli_opt(
+        digits(12..14)?,
+        digits(15..17)?,
+        digits(18..20)?,
+        millis,
+    )?;
+    Some(date.and_time(time).and_utc().timestamp_millis())
 }
 
 /// Formats milliseconds since the epoch in the seed timestamp format (with milliseconds).
@@ -141,6 +179,43 @@ pub fn format_timestamp(ms: i64) -> String {
 
 fn fixed(text: &str, reason: &'static str, what: &str) -> Result<FixedStr, InputError> {
     FixedStr::new(text).map_err(|e| InputError::new(reason, format!("{what} {text:?}: {e}")))
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    New,
+    Cancel,
+    Amend,
+}
+
+/// Matches an enumerated field case-insensitively (no allocation). `default` applies when the
+/// field is absent; without one, the field is required.
+fn keyword<T: Copy>(
+    value: Option<&str>,
+    default: Option<T>,
+    choices: &[(&str, T)],
+    reason: &'static str,
+    field: &str,
+) -> Result<T, InputError> {
+    let Some(v) = value else {
+        return default.ok_or_else(|| {
+            InputError::new(
+                "missing_field",
+                format!("{field} is required for a new order"),
+            )
+        });
+    };
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(v))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            InputError::new(
+                reason,
+                format!("{field} {v:?} is not one of {}", names.join(", ")),
+            )
+        })
 }
 
 /// Parses one `orders` message. Only shape and types are checked here; the engine validates
@@ -173,61 +248,44 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
     };
     let price = decimal_field(raw.price, "price", "invalid_price")?;
     let quantity = decimal_field(raw.quantity, "quantity", "invalid_quantity")?;
-    let action = raw.action.as_deref().unwrap_or("NEW").to_ascii_uppercase();
-    let command = match action.as_str() {
-        "NEW" => {
-            let side = match raw
-                .trxn_type
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                Some("BUY") => Side::Buy,
-                Some("SELL") => Side::Sell,
-                Some(other) => {
-                    return Err(InputError::new(
-                        "invalid_side",
-                        format!("trxn_type {other:?} is not BUY or SELL"),
-                    ))
-                }
-                None => {
-                    return Err(InputError::new(
-                        "missing_field",
-                        "trxn_type is required for a new order",
-                    ))
-                }
-            };
-            let order_type = match raw
-                .order_type
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                None | Some("LIMIT") => OrderType::Limit,
-                Some("MARKET") => OrderType::Market,
-                Some(other) => {
-                    return Err(InputError::new(
-                        "invalid_order_type",
-                        format!("order_type {other:?} is not LIMIT or MARKET"),
-                    ))
-                }
-            };
-            let time_in_force = match raw
-                .time_in_force
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                None | Some("GTC") => TimeInForce::Gtc,
-                Some("IOC") => TimeInForce::Ioc,
-                Some("FOK") => TimeInForce::Fok,
-                Some(other) => {
-                    return Err(InputError::new(
-                        "invalid_time_in_force",
-                        format!("time_in_force {other:?} is not GTC, IOC or FOK"),
-                    ))
-                }
-            };
+    let action = keyword(
+        raw.action.as_deref(),
+        Some(Action::New),
+        &[
+            ("NEW", Action::New),
+            ("CANCEL", Action::Cancel),
+            ("AMEND", Action::Amend),
+        ],
+        "invalid_action",
+        "action",
+    )?;
+    let command = match action {
+        Action::New => {
+            let side = keyword(
+                raw.trxn_type.as_deref(),
+                None,
+                &[("BUY", Side::Buy), ("SELL", Side::Sell)],
+                "invalid_side",
+                "trxn_type",
+            )?;
+            let order_type = keyword(
+                raw.order_type.as_deref(),
+                Some(OrderType::Limit),
+                &[("LIMIT", OrderType::Limit), ("MARKET", OrderType::Market)],
+                "invalid_order_type",
+                "order_type",
+            )?;
+            let time_in_force = keyword(
+                raw.time_in_force.as_deref(),
+                Some(TimeInForce::Gtc),
+                &[
+                    ("GTC", TimeInForce::Gtc),
+                    ("IOC", TimeInForce::Ioc),
+                    ("FOK", TimeInForce::Fok),
+                ],
+                "invalid_time_in_force",
+                "time_in_force",
+            )?;
             let quantity = quantity.ok_or_else(|| {
                 InputError::new("missing_field", "quantity is required for a new order")
             })?;
@@ -243,24 +301,18 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
                 quantity,
             })
         }
-        "CANCEL" => Command::Cancel(CancelOrder {
+        Action::Cancel => Command::Cancel(CancelOrder {
             order_id: raw.id,
             trader,
             instrument,
         }),
-        "AMEND" => Command::Amend(AmendOrder {
+        Action::Amend => Command::Amend(AmendOrder {
             order_id: raw.id,
             trader,
             instrument,
             price,
             quantity,
         }),
-        other => {
-            return Err(InputError::new(
-                "invalid_action",
-                format!("action {other:?} is not NEW, CANCEL or AMEND"),
-            ))
-        }
     };
     Ok(ParsedOrder {
         command,
@@ -273,9 +325,39 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
 pub mod json_decimal {
     use super::*;
 
+    /// serde_json's marker for "write this text verbatim as a JSON value" (what `RawValue`
+    /// serializes through); lets a decimal be written from a stack buffer without allocating.
+    const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+    struct StackBuf {
+        buf: [u8; 64],
+        len: usize,
+    }
+
+    impl std::fmt::Write for StackBuf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            self.buf
+                .get_mut(self.len..end)
+                .ok_or(std::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+
     pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-        let raw = RawValue::from_string(d.to_string()).map_err(serde::ser::Error::custom)?;
-        raw.serialize(s)
+        use std::fmt::Write;
+        let mut b = StackBuf {
+            buf: [0; 64],
+            len: 0,
+        };
+        write!(b, "{d}").map_err(serde::ser::Error::custom)?;
+        let text = std::str::from_utf8(&b.buf[..b.len]).map_err(serde::ser::Error::custom)?;
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        st.serialize_field(RAW_VALUE_TOKEN, text)?;
+        st.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
@@ -354,10 +436,7 @@ impl OrderMessage {
                 price: n.price,
                 order_timestamp: ts,
                 trader: Some(n.trader.to_string()),
-                order_type: Some(match n.order_type {
-                    OrderType::Limit => "LIMIT".into(),
-                    OrderType::Market => "MARKET".into(),
-                }),
+                order_type: Some(order_type_name(n.order_type).into()),
                 time_in_force: Some(tif_name(n.time_in_force).into()),
                 post_only: n.post_only.then_some(true),
             },
@@ -388,6 +467,13 @@ impl OrderMessage {
                 post_only: None,
             },
         }
+    }
+}
+
+fn order_type_name(t: OrderType) -> &'static str {
+    match t {
+        OrderType::Limit => "LIMIT",
+        OrderType::Market => "MARKET",
     }
 }
 
@@ -520,6 +606,13 @@ impl OrderEventMessage {
         }
     }
 
+    /// Adds the order's terms (type, time in force) from its acceptance: the first status event
+    /// of every order carries them.
+    pub fn with_terms(&mut self, a: &kappa_engine::Accepted) {
+        self.order_type = Some(order_type_name(a.order_type).into());
+        self.time_in_force = Some(tif_name(a.time_in_force).into());
+    }
+
     pub fn accepted(a: &kappa_engine::Accepted, instruments: &Instruments, ts_ms: i64) -> Self {
         OrderEventMessage {
             order_id: a.order_id,
@@ -532,10 +625,7 @@ impl OrderEventMessage {
             quantity: Some(instruments.lots_to_qty(a.instrument, a.quantity)),
             filled: None,
             leaves: None,
-            order_type: Some(match a.order_type {
-                OrderType::Limit => "LIMIT".into(),
-                OrderType::Market => "MARKET".into(),
-            }),
+            order_type: Some(order_type_name(a.order_type).into()),
             time_in_force: Some(tif_name(a.time_in_force).into()),
             ts_ms,
         }
@@ -749,6 +839,42 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn timestamp_fast_path_agrees_with_chrono() {
+        for t in [
+            "2023/03/12, 23:48:37",
+            "2023/03/12, 23:48:37.5",
+            "2023/03/12, 23:48:37.25",
+            "2024/02/29, 00:00:00.001",
+            "1999/12/31, 23:59:59.999",
+        ] {
+            let chrono = NaiveDateTime::parse_from_str(t, ORDER_TIMESTAMP_FORMAT)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+            assert_eq!(parse_seed_timestamp(t.as_bytes()), Some(chrono), "{t}");
+        }
+        for bad in [
+            "2023/13/12, 23:48:37",
+            "2023/02/30, 00:00:00",
+            "2023/03/12, 24:00:00",
+            "2023/03/12 23:48:37",
+            "2023/03/12, 23:48:3x",
+            "2023/03/12, 23:48:37.1234",
+        ] {
+            assert_eq!(parse_seed_timestamp(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(
+            parse_timestamp("2023-03-12T23:48:37.100Z"),
+            Some(1_678_664_917_100)
+        );
+        assert_eq!(
+            parse_timestamp("2023/03/12, 23:48:37.1234"),
+            Some(1_678_664_917_123),
+            "chrono handles longer fractions"
+        );
     }
 
     #[test]
