@@ -10,7 +10,6 @@ use crate::matchmaker::{self, Counters};
 use crate::shutdown::Shutdown;
 use anyhow::anyhow;
 use kappa_engine::Instruments;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Benchmark settings.
@@ -83,23 +82,12 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         .published;
         publish_secs = t.elapsed().as_secs_f64();
     }
-    let counters = Arc::new(Counters::default());
-    let stop = Shutdown::new();
     let opts = matchmaker::Options {
         batch_size: cfg.batch_size,
         ..Default::default()
     };
-    let mm = {
-        let (kafka, instruments, counters, stop) = (
-            kafka.clone(),
-            instruments.clone(),
-            counters.clone(),
-            stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("match-maker".into())
-            .spawn(move || matchmaker::run(&kafka, &instruments, &opts, &stop, &counters))?
-    };
+    let mm = matchmaker::spawn(&kafka, instruments, opts)?;
+    let counters = mm.counters.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while Counters::get(&counters.assigned) < p as u64 {
         if Instant::now() > deadline || mm.is_finished() {
@@ -125,8 +113,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         std::thread::sleep(Duration::from_millis(1));
     }
     let end_to_end_secs = start.elapsed().as_secs_f64();
-    stop.trigger();
-    mm.join().map_err(|_| anyhow!("match maker panicked"))??;
+    mm.stop()?;
     let (_, trades_on_topic) = summarize_topics(&kafka, instruments)?;
     let report = BenchReport {
         orders: Counters::get(&counters.consumed),

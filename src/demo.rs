@@ -108,27 +108,8 @@ pub fn run(
         broker.bootstrap()
     );
 
-    let counters = Arc::new(Counters::default());
-    let mm_stop = Shutdown::new();
-    let mm = {
-        let (kafka, instruments, counters, stop) = (
-            kafka.clone(),
-            instruments.clone(),
-            counters.clone(),
-            mm_stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("match-maker".into())
-            .spawn(move || {
-                matchmaker::run(
-                    &kafka,
-                    &instruments,
-                    &matchmaker::Options::default(),
-                    &stop,
-                    &counters,
-                )
-            })?
-    };
+    let mm = matchmaker::spawn(&kafka, instruments, matchmaker::Options::default())?;
+    let counters = mm.counters.clone();
 
     let published = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -174,10 +155,7 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    mm_stop.trigger();
-    let mm_result = mm
-        .join()
-        .map_err(|_| anyhow!("match maker thread panicked"))?;
+    let mm_result = mm.stop();
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     mm_result.context("match maker")?;

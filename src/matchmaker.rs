@@ -678,3 +678,49 @@ pub fn run(
     );
     Ok(())
 }
+
+/// A match maker running on a thread of this process (demo, benchmark).
+pub struct InProcess {
+    pub counters: Arc<Counters>,
+    stop: Shutdown,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// True once the match maker has returned (finished or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Asks it to stop, waits, and returns its result.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.trigger();
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("match maker thread panicked"))?
+    }
+}
+
+/// Starts [`run`] on a named thread.
+pub fn spawn(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    opts: Options,
+) -> anyhow::Result<InProcess> {
+    let counters = Arc::new(Counters::default());
+    let stop = Shutdown::new();
+    let (kafka, instruments, c, s) = (
+        kafka.clone(),
+        instruments.clone(),
+        counters.clone(),
+        stop.clone(),
+    );
+    let thread = std::thread::Builder::new()
+        .name("match-maker".into())
+        .spawn(move || run(&kafka, &instruments, &opts, &s, &c))?;
+    Ok(InProcess {
+        counters,
+        stop,
+        thread,
+    })
+}
