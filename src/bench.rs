@@ -120,7 +120,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         publish_secs,
         end_to_end_secs,
         outputs: Counters::get(&counters.produced),
-        trades_matched: Counters::get(&counters.trades),
+        trades_matched: Counters::get(&counters.items),
         trades_on_topic,
     };
     println!(

@@ -125,7 +125,7 @@ pub fn run(
                         start.elapsed().as_secs_f64(),
                         published.load(Ordering::Relaxed),
                         Counters::get(&counters.consumed),
-                        Counters::get(&counters.trades),
+                        Counters::get(&counters.items),
                         Counters::get(&counters.rejected),
                         Counters::get(&counters.produced),
                     );
@@ -168,7 +168,7 @@ pub fn run(
     let report = DemoReport {
         published: stats.published,
         consumed: Counters::get(&counters.consumed),
-        trades_matched: Counters::get(&counters.trades),
+        trades_matched: Counters::get(&counters.items),
         trades_on_topic,
         rejects: Counters::get(&counters.rejected),
         seconds,

@@ -10,13 +10,17 @@
 //! - [`kafka`]: client configuration (`--brokers`, `-X`), provenance headers, output scans.
 //! - [`embedded`]: the embedded broker (librdkafka's mock cluster) for demos and tests.
 //! - [`generator`]: the order-generator job.
-//! - [`matchmaker`]: the match-maker job (replay-based exactly-once output).
+//! - [`processor`]: the consume-process-produce loop of every streaming job, with exactly-once
+//!   output by deterministic replay.
+//! - [`matchmaker`]: the match-maker job.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`analytics`]: the SMA-calculator and profit-calculator jobs (Polars, via `kappa-analytics`).
 //! - [`bench`]: the end-to-end pipeline benchmark.
 //! - [`demo`]: the one-command demo on the embedded broker.
 //! - [`simulate`]: the engine run in-process over generated flow, with a market summary.
 pub use kappa_engine as engine;
 
+pub mod analytics;
 pub mod bench;
 pub mod config;
 pub mod demo;
@@ -24,6 +28,7 @@ pub mod embedded;
 pub mod generator;
 pub mod kafka;
 pub mod matchmaker;
+pub mod processor;
 pub mod schema;
 pub mod shutdown;
 pub mod simulate;

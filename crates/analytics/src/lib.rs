@@ -1,0 +1,37 @@
+//! # kappa-analytics
+//!
+//! The windowed analytics of Kappa Exchange, computed with Polars and free of Kafka, so they can
+//! be tested and benchmarked on their own and embedded anywhere:
+//!
+//! - [`window`]: event-time tumbling windows, watermark, lateness.
+//! - [`bars`]: OHLCV bars per instrument and window, and simple moving averages of the close.
+//! - [`pnl`]: positions and realized/unrealized P&L per trader and instrument (average cost).
+//! - [`parquet`]: result tables to Parquet files.
+//!
+//! Trades come in as [`TradeRow`]s in integer units (ticks, lots) so the aggregation is exact;
+//! callers convert to decimals at the edge. Results do not depend on how trades are batched.
+
+pub mod bars;
+pub mod parquet;
+pub mod pnl;
+pub mod window;
+
+pub use bars::{Bar, BarEngine, BarsOutput};
+pub use pnl::{PnlEngine, PnlOutput, PnlRow, Position, WindowTotals};
+pub use window::{Clock, WindowSpec};
+
+/// One trade in integer units. `buyer`/`seller` are trader ids interned by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeRow {
+    pub instrument: u32,
+    pub ts_ms: i64,
+    /// Ticks.
+    pub price: i64,
+    /// Lots.
+    pub quantity: i64,
+    pub buyer: u32,
+    pub seller: u32,
+}
+
+/// The Polars version these analytics are built with, re-exported for callers that build frames.
+pub use polars;

@@ -1,0 +1,255 @@
+//! The analytics jobs (the Kappa speed layer's serving views): the SMA calculator ([`sma`]) and
+//! the profit calculator ([`profit`]). Both consume `trades`, compute in Polars
+//! ([`kappa_analytics`]) and publish to `analytics`; this module holds what they share: settings,
+//! decoding trades into exact integer units, and decimal conversions of results.
+
+pub mod profit;
+pub mod sma;
+
+use crate::schema::{InputError, TradeMessage};
+use kappa_analytics::{TradeRow, WindowSpec};
+use kappa_engine::{InstrumentId, Instruments};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings shared by both analytics jobs.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AnalyticsArgs {
+    /// Event-time window length (e.g. 500ms, 1s, 1m).
+    #[arg(long, default_value = "1s", value_parser = parse_duration_ms)]
+    pub window: i64,
+    /// Allowed lateness: a window closes when the newest event time passes its end by this much.
+    #[arg(long, default_value = "0s", value_parser = parse_duration_ms)]
+    pub lateness: i64,
+    /// SMA lengths in bars, comma-separated.
+    #[arg(long, default_value = "5,20", value_delimiter = ',')]
+    pub sma: Vec<usize>,
+    /// Also write each closed window's results to Parquet files under this directory.
+    #[arg(long)]
+    pub parquet_dir: Option<PathBuf>,
+    /// Consumer group (a fresh one replays everything from the earliest offset).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Read from the earliest offset (always true: state is rebuilt by replay; accepted for clarity).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Batch mode: stop at the end offsets seen at start, close all windows, publish and exit 0.
+    #[arg(long)]
+    pub until_end: bool,
+    /// Most trades per micro-batch (batches grow to this under load; idle flushes come sooner).
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_size: usize,
+    /// Exit once caught up and idle for this many milliseconds.
+    #[arg(long)]
+    pub idle_exit_ms: Option<u64>,
+}
+
+impl AnalyticsArgs {
+    pub fn spec(&self) -> WindowSpec {
+        WindowSpec {
+            length_ms: self.window,
+            lateness_ms: self.lateness,
+        }
+    }
+
+    /// The processor settings for a job whose default group is `default_group`.
+    pub fn loop_options(&self, default_group: &str) -> crate::processor::Options {
+        crate::processor::Options {
+            group: self
+                .group
+                .clone()
+                .unwrap_or_else(|| default_group.to_string()),
+            batch_size: self.batch_size.max(1),
+            idle_exit: self.idle_exit_ms.map(Duration::from_millis),
+            until_end: self.until_end,
+            transactional_id: None,
+        }
+    }
+}
+
+impl Default for AnalyticsArgs {
+    fn default() -> Self {
+        AnalyticsArgs {
+            window: 1_000,
+            lateness: 0,
+            sma: vec![5, 20],
+            parquet_dir: None,
+            group: None,
+            from_beginning: false,
+            until_end: false,
+            batch_size: 100_000,
+            idle_exit_ms: None,
+        }
+    }
+}
+
+/// Parses `250ms`, `1s`, `2m`, `1h` (or a bare number of milliseconds).
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 1s, 1m"))?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n * 1_000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if ms <= 0 {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(ms)
+}
+
+/// Trade messages → exact integer rows, with trader names interned.
+pub struct TradeDecoder {
+    instruments: Instruments,
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl TradeDecoder {
+    pub fn new(instruments: Instruments) -> Self {
+        TradeDecoder {
+            instruments,
+            ids: HashMap::new(),
+            names: Vec::new(),
+        }
+    }
+
+    pub fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// Name of an interned trader.
+    pub fn trader(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// Decodes one `trades` message.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<(TradeRow, String), InputError> {
+        let t: TradeMessage = serde_json::from_slice(payload).map_err(|e| InputError {
+            reason: "invalid_trade",
+            detail: e.to_string(),
+        })?;
+        let id = self
+            .instruments
+            .id(&t.instrument)
+            .ok_or_else(|| InputError {
+                reason: "unknown_instrument",
+                detail: format!("instrument {:?}", t.instrument),
+            })?;
+        let price = self
+            .instruments
+            .price_to_ticks(id, t.price)
+            .map_err(|r| InputError {
+                reason: r.code(),
+                detail: format!("price {}", t.price),
+            })?;
+        let quantity = self
+            .instruments
+            .qty_to_lots(id, t.quantity)
+            .map_err(|r| InputError {
+                reason: r.code(),
+                detail: format!("quantity {}", t.quantity),
+            })?;
+        let row = TradeRow {
+            instrument: id.0 as u32,
+            ts_ms: t.ts_ms,
+            price,
+            quantity: quantity as i64,
+            buyer: self.intern(&t.buyer),
+            seller: self.intern(&t.seller),
+        };
+        Ok((row, t.instrument))
+    }
+
+    /// Price of `ticks` of instrument `i`.
+    pub fn price(&self, i: u32, ticks: i64) -> Decimal {
+        self.instruments
+            .ticks_to_price(InstrumentId(i as u16), ticks)
+    }
+
+    /// Decimal price of a (possibly fractional) number of ticks, rounded to 6 places.
+    pub fn price_of(&self, i: u32, ticks: Decimal) -> Decimal {
+        (ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size).round_dp(6)
+    }
+
+    /// Quantity of `lots` of instrument `i`.
+    pub fn qty(&self, i: u32, lots: i64) -> Decimal {
+        self.instruments
+            .lots_to_qty(InstrumentId(i as u16), lots.max(0) as u64)
+            * if lots < 0 {
+                Decimal::NEGATIVE_ONE
+            } else {
+                Decimal::ONE
+            }
+    }
+
+    /// Money per (tick × lot) of each instrument.
+    pub fn unit_values(&self) -> Vec<Decimal> {
+        self.instruments
+            .ids()
+            .map(|i| self.instruments.spec(i).tick_size * self.instruments.spec(i).lot_size)
+            .collect()
+    }
+
+    /// Symbol of instrument `i`.
+    pub fn symbol(&self, i: u32) -> String {
+        self.instruments.symbol(InstrumentId(i as u16)).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("1s"), Ok(1_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1500"), Ok(1_500));
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("1 week").is_err());
+        assert!(parse_duration_ms("x").is_err());
+    }
+
+    #[test]
+    fn decoding_is_exact_and_interns_traders() {
+        let mut d = TradeDecoder::new(crate::config::load_instruments(None).unwrap());
+        let msg = br#"{"trade_id":1,"instrument":"TCS","price":15.05,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
+        let (row, symbol) = d.decode(msg).unwrap();
+        assert_eq!(
+            (
+                row.price,
+                row.quantity,
+                row.buyer,
+                row.seller,
+                symbol.as_str()
+            ),
+            (301, 3, 0, 1, "TCS")
+        );
+        assert_eq!(d.decode(msg).unwrap().0.buyer, 0, "same name, same id");
+        assert_eq!(d.price(row.instrument, 301), Decimal::new(1505, 2));
+        assert_eq!(d.qty(row.instrument, -3), Decimal::from(-3));
+        assert_eq!(d.decode(b"{}").unwrap_err().reason, "invalid_trade");
+        let off = br#"{"trade_id":1,"instrument":"TCS","price":15.01,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
+        assert_eq!(d.decode(off).unwrap_err().reason, "price_off_tick");
+    }
+}

@@ -1,0 +1,234 @@
+//! The SMA-calculator job: `trades` → OHLCV bars and simple moving averages per instrument and
+//! event-time window → `analytics` (`kind` `bar` and `sma`, key = instrument).
+//!
+//! Trades accumulate per partition into micro-batches (as large as the poll loop delivers under
+//! load, flushed on the 100 ms poll timeout when idle); each batch is one Polars computation
+//! ([`kappa_analytics::BarEngine`]). Late trades (their window already closed when they arrived)
+//! go to `rejects` as `late_trade`, in arrival order, and are counted. Outputs do not depend on
+//! batching, so replay after a restart reproduces them exactly.
+
+use super::{AnalyticsArgs, TradeDecoder};
+use crate::kafka::KafkaArgs;
+use crate::processor::{self, Counters, Emitter, Job};
+use crate::schema::{BarMessage, SmaMessage, SmaValue};
+use crate::shutdown::Shutdown;
+use crate::topics::Topics;
+use kappa_analytics::parquet::{write_table, Values};
+use kappa_analytics::{Bar, BarEngine, Clock, TradeRow};
+use kappa_engine::Instruments;
+use rdkafka::message::{BorrowedMessage, Message};
+use rust_decimal::Decimal;
+use std::path::PathBuf;
+
+const ANALYTICS: usize = 0;
+const REJECTS: usize = 1;
+
+/// Per input partition.
+pub struct SmaState {
+    engine: BarEngine,
+    /// Decides lateness in arrival order, exactly as the engine's own clock does.
+    clock: Clock,
+    batch: Vec<TradeRow>,
+}
+
+/// The SMA calculator.
+pub struct SmaJob {
+    decoder: TradeDecoder,
+    args: AnalyticsArgs,
+    topics: Topics,
+}
+
+impl SmaJob {
+    pub fn new(instruments: Instruments, args: AnalyticsArgs, topics: Topics) -> Self {
+        SmaJob {
+            decoder: TradeDecoder::new(instruments),
+            args,
+            topics,
+        }
+    }
+
+    fn publish(&mut self, bars: &[Bar], out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+        for b in bars {
+            out.set_event_time(b.end_ms);
+            let bar = self.bar_message(b);
+            out.emit(ANALYTICS, bar.instrument.as_bytes(), &bar)?;
+            let sma = SmaMessage {
+                kind: "sma".into(),
+                instrument: bar.instrument.clone(),
+                end_ms: b.end_ms,
+                close: bar.close,
+                sma: b
+                    .sma_sums
+                    .iter()
+                    .map(|&(n, sum)| SmaValue {
+                        n,
+                        value: sum.map(|s| {
+                            self.decoder
+                                .price_of(b.instrument, Decimal::from(s) / Decimal::from(n as u64))
+                        }),
+                    })
+                    .collect(),
+            };
+            out.emit(ANALYTICS, sma.instrument.as_bytes(), &sma)?;
+            Counters::add(&out.counters().items, 1);
+        }
+        if let (Some(dir), false) = (&self.args.parquet_dir, out.replaying()) {
+            self.write_parquet(dir, out.partition(), bars)?;
+        }
+        Ok(())
+    }
+
+    fn bar_message(&self, b: &Bar) -> BarMessage {
+        let d = &self.decoder;
+        BarMessage {
+            kind: "bar".into(),
+            instrument: d.symbol(b.instrument),
+            start_ms: b.start_ms,
+            end_ms: b.end_ms,
+            open: d.price(b.instrument, b.open),
+            high: d.price(b.instrument, b.high),
+            low: d.price(b.instrument, b.low),
+            close: d.price(b.instrument, b.close),
+            volume: d.qty(b.instrument, b.volume),
+            vwap: d.price_of(
+                b.instrument,
+                Decimal::from(b.notional) / Decimal::from(b.volume.max(1)),
+            ),
+            trades: b.trades,
+        }
+    }
+
+    /// One file per closed window: `DIR/bars/window_end_ms=END/part-PARTITION.parquet`.
+    fn write_parquet(
+        &self,
+        dir: &std::path::Path,
+        partition: i32,
+        bars: &[Bar],
+    ) -> anyhow::Result<()> {
+        let mut start = 0;
+        while start < bars.len() {
+            let end_ms = bars[start].end_ms;
+            let stop = bars[start..]
+                .iter()
+                .position(|b| b.end_ms != end_ms)
+                .map_or(bars.len(), |k| start + k);
+            let window = &bars[start..stop];
+            let msgs: Vec<BarMessage> = window.iter().map(|b| self.bar_message(b)).collect();
+            let s = |f: &dyn Fn(&BarMessage) -> String| Values::Str(msgs.iter().map(f).collect());
+            let path: PathBuf = dir
+                .join("bars")
+                .join(format!("window_end_ms={end_ms}"))
+                .join(format!("part-{partition}.parquet"));
+            write_table(
+                &path,
+                vec![
+                    ("instrument", s(&|m| m.instrument.clone())),
+                    (
+                        "start_ms",
+                        Values::I64(msgs.iter().map(|m| m.start_ms).collect()),
+                    ),
+                    (
+                        "end_ms",
+                        Values::I64(msgs.iter().map(|m| m.end_ms).collect()),
+                    ),
+                    ("open", s(&|m| m.open.to_string())),
+                    ("high", s(&|m| m.high.to_string())),
+                    ("low", s(&|m| m.low.to_string())),
+                    ("close", s(&|m| m.close.to_string())),
+                    ("volume", s(&|m| m.volume.to_string())),
+                    ("vwap", s(&|m| m.vwap.to_string())),
+                    (
+                        "trades",
+                        Values::I64(msgs.iter().map(|m| m.trades).collect()),
+                    ),
+                ],
+            )?;
+            start = stop;
+        }
+        Ok(())
+    }
+}
+
+impl Job for SmaJob {
+    type State = SmaState;
+
+    fn name(&self) -> &'static str {
+        "sma-calculator"
+    }
+
+    fn input(&self) -> String {
+        self.topics.trades.clone()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![self.topics.analytics.clone(), self.topics.rejects.clone()]
+    }
+
+    fn rejects(&self) -> usize {
+        REJECTS
+    }
+
+    fn new_state(&mut self, _partition: i32) -> SmaState {
+        SmaState {
+            engine: BarEngine::new(self.args.spec(), &self.args.sma),
+            clock: Clock::new(self.args.spec()),
+            batch: Vec::new(),
+        }
+    }
+
+    fn handle(
+        &mut self,
+        st: &mut SmaState,
+        m: &BorrowedMessage<'_>,
+        out: &mut Emitter<'_, '_>,
+    ) -> anyhow::Result<()> {
+        let key = m.key().unwrap_or(&[]);
+        match self.decoder.decode(m.payload().unwrap_or(&[])) {
+            Err(e) => out.reject(m, key, e.reason, e.detail),
+            Ok((row, _)) => {
+                if st.clock.admit(row.ts_ms).is_none() {
+                    let detail = format!(
+                        "trade at {} ms arrived after its {} ms window closed (watermark {})",
+                        row.ts_ms,
+                        self.args.window,
+                        st.clock.watermark()
+                    );
+                    return out.reject(m, key, "late_trade", detail);
+                }
+                st.batch.push(row);
+                Ok(())
+            }
+        }
+    }
+
+    fn after_batch(&mut self, st: &mut SmaState, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+        let batch = std::mem::take(&mut st.batch);
+        let result = st.engine.push(&batch)?;
+        debug_assert!(result.late.is_empty(), "lateness is decided in handle()");
+        self.publish(&result.bars, out)
+    }
+
+    fn end_of_input(&mut self, st: &mut SmaState, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+        self.after_batch(st, out)?;
+        let bars = st.engine.flush()?;
+        self.publish(&bars, out)
+    }
+}
+
+/// Runs the SMA calculator.
+pub fn run(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    args: &AnalyticsArgs,
+    shutdown: &Shutdown,
+    counters: &Counters,
+) -> anyhow::Result<()> {
+    let mut job = SmaJob::new(instruments.clone(), args.clone(), kafka.topics());
+    processor::run(
+        &mut job,
+        kafka,
+        &args.loop_options("sma-calculator"),
+        shutdown,
+        counters,
+    )
+}
