@@ -5,7 +5,7 @@
 //! `-X key=value` passed straight to librdkafka, applied last so they override the defaults here
 //! (SASL/TLS work unchanged: `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 …`).
 
-use crate::topics::{Topics, HDR_SEQ, HDR_SRC_OFFSET, HDR_SRC_PARTITION};
+use crate::topics::{Topics, HDR_JOB, HDR_SEQ, HDR_SRC_OFFSET, HDR_SRC_PARTITION};
 use anyhow::{anyhow, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -113,21 +113,40 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// The headers carrying this provenance.
-    pub fn headers(&self) -> OwnedHeaders {
-        OwnedHeaders::new_with_capacity(3)
+    /// The headers carrying this provenance, for an output of `job`.
+    pub fn headers(&self, job: &str) -> OwnedHeaders {
+        let (mut p, mut o, mut s) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: HDR_SRC_PARTITION,
-                value: Some(self.partition.to_string().as_bytes()),
+                value: Some(p.format(self.partition)),
             })
             .insert(Header {
                 key: HDR_SRC_OFFSET,
-                value: Some(self.offset.to_string().as_bytes()),
+                value: Some(o.format(self.offset)),
             })
             .insert(Header {
                 key: HDR_SEQ,
-                value: Some(self.seq.to_string().as_bytes()),
+                value: Some(s.format(self.seq)),
             })
+            .insert(Header {
+                key: HDR_JOB,
+                value: Some(job),
+            })
+    }
+
+    /// The job named in a message's `kx-job` header.
+    pub fn job_of<M: Message>(msg: &M) -> Option<String> {
+        msg.headers()?
+            .iter()
+            .find(|h| h.key == HDR_JOB)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
     }
 
     /// Reads provenance headers from a message, if present and well-formed.
@@ -219,9 +238,9 @@ pub fn read_range(
     Ok(n)
 }
 
-/// For every partition `q` of `topic`, the provenance of the last output already published there
-/// by each source partition in `sources` (the one with the highest sequence number): key
-/// `(source, q)`.
+/// For every partition `q` of `topic`, the provenance of the last output `job` already published
+/// there for each source partition in `sources` (the one with the highest sequence number): key
+/// `(source, q)`. Outputs of other jobs sharing the topic are ignored.
 ///
 /// Reads each partition backwards from its end in growing windows until every source has been
 /// seen or the start of the retained log is reached, so the cost is proportional to how far back
@@ -229,6 +248,7 @@ pub fn read_range(
 pub fn last_published(
     reader: &BaseConsumer,
     topic: &str,
+    job: &str,
     sources: &[i32],
 ) -> anyhow::Result<HashMap<(i32, i32), Provenance>> {
     let partitions = partition_count(reader, topic)?;
@@ -242,7 +262,9 @@ pub fn last_published(
             let start = (end - window).max(low);
             read_range(reader, topic, q, start, end, |m| {
                 if let Some(p) = Provenance::of(m) {
-                    if sources.contains(&p.partition) {
+                    if sources.contains(&p.partition)
+                        && Provenance::job_of(m).as_deref() == Some(job)
+                    {
                         let e = found.entry(p.partition).or_insert(p);
                         if p.seq > e.seq {
                             *e = p;

@@ -335,7 +335,7 @@ impl Emitter<'_, '_> {
             offset: self.seq.last_offset,
             seq,
         }
-        .headers();
+        .headers(self.shared.job);
         let topic = std::mem::take(&mut self.shared.names[index]);
         let r = self.send(&topic, q, key, headers);
         self.shared.names[index] = topic;
@@ -459,7 +459,7 @@ fn recover<J: Job>(
         });
     }
     for (i, name) in shared.names.iter().enumerate() {
-        for ((source, q), last) in last_published(shared.reader, name, assigned)? {
+        for ((source, q), last) in last_published(shared.reader, name, shared.job, assigned)? {
             if let Some(slot) = slots.iter_mut().find(|s| s.seq.partition == source) {
                 slot.seq.published[i][q as usize] = last.seq;
                 slot.seq.replay_until = slot.seq.replay_until.max(last.offset);

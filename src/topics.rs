@@ -58,8 +58,10 @@ impl Default for Topics {
 pub const HDR_SRC_PARTITION: &str = "kx-src-partition";
 /// Header: offset of the input message an output was derived from.
 pub const HDR_SRC_OFFSET: &str = "kx-src-offset";
-/// Header: output sequence number, per input partition, over all deterministic outputs.
+/// Header: output sequence number, per job, input partition and output topic.
 pub const HDR_SEQ: &str = "kx-seq";
+/// Header: the job that produced an output (several jobs share `analytics` and `rejects`).
+pub const HDR_JOB: &str = "kx-job";
 
 /// Kafka's default (Java client) partitioner: murmur2 of the key, positive, modulo the count.
 /// librdkafka calls this `murmur2_random`; using it everywhere keeps instrument → partition the

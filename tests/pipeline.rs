@@ -2,96 +2,18 @@
 //! process (so it can be killed), fed by the order generator's flow; what lands on the topics is
 //! compared with the engine run in-process over the same orders.
 
-use kappa_exchange::embedded::{EmbeddedKafka, TopicLayout};
-use kappa_exchange::generator::{self, FlowConfig};
-use kappa_exchange::kafka::{read_topic, KafkaArgs, Provenance};
+mod support;
+
+use kappa_exchange::embedded::TopicLayout;
+use kappa_exchange::kafka::{read_topic, Provenance};
 use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage};
-use kappa_exchange::shutdown::Shutdown;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// (buy order, sell order, price, quantity, aggressor) — a trade minus its partition-specific id.
-type TradeKey = (u64, u64, String, String, String);
-
-fn key(t: &TradeMessage) -> TradeKey {
-    (
-        t.buy_order_id,
-        t.sell_order_id,
-        t.price.to_string(),
-        t.quantity.to_string(),
-        t.aggressor.clone(),
-    )
-}
-
-struct Pipeline {
-    broker: EmbeddedKafka,
-    kafka: KafkaArgs,
-}
-
-fn start(layout: TopicLayout) -> Pipeline {
-    let broker = EmbeddedKafka::start(&layout.topics("")).unwrap();
-    let kafka = KafkaArgs::new(broker.bootstrap());
-    Pipeline { broker, kafka }
-}
-
-fn flow(count: usize, seed: u64) -> Vec<(String, Vec<u8>, i64)> {
-    let instruments = config::load_instruments(None).unwrap();
-    let cfg = FlowConfig {
-        count,
-        seed,
-        ..Default::default()
-    };
-    generator::flow(&cfg, &instruments).collect()
-}
-
-fn publish(p: &Pipeline, items: &[(String, Vec<u8>, i64)]) {
-    let it = items
-        .iter()
-        .map(|(k, v, t)| (k.clone(), v.clone(), Some(*t)));
-    let stats = generator::publish(
-        &p.kafka,
-        it,
-        items.len() as u64,
-        0.0,
-        false,
-        &Shutdown::new(),
-    )
-    .unwrap();
-    assert_eq!(stats.published, items.len() as u64);
-}
-
-fn match_maker(p: &Pipeline, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_match-maker"))
-        .args(["--brokers", p.broker.bootstrap()])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start match-maker")
-}
-
-fn wait(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "match-maker exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("match-maker did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn reader(p: &Pipeline) -> BaseConsumer {
-    p.kafka.reader().create().unwrap()
-}
+use support::*;
 
 /// Trades per instrument, in publication order (one instrument lives in one partition).
 fn topic_trades(p: &Pipeline, topic: &str) -> BTreeMap<String, Vec<TradeKey>> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(clap::Args, Clone, Debug)]
 pub struct AnalyticsArgs {
     /// Event-time window length (e.g. 500ms, 1s, 1m).
-    #[arg(long, default_value = "1s", value_parser = parse_duration_ms)]
+    #[arg(long, default_value = "1s", value_parser = parse_window_ms)]
     pub window: i64,
     /// Allowed lateness: a window closes when the newest event time passes its end by this much.
     #[arg(long, default_value = "0s", value_parser = parse_duration_ms)]
@@ -100,10 +100,15 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         "h" => n * 3_600_000,
         _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
-    if ms <= 0 {
-        return Err(format!("{s:?} must be positive"));
-    }
     Ok(ms)
+}
+
+/// A window length: a positive duration.
+pub fn parse_window_ms(s: &str) -> Result<i64, String> {
+    match parse_duration_ms(s)? {
+        0 => Err(format!("{s:?}: the window must be longer than 0")),
+        ms => Ok(ms),
+    }
 }
 
 /// Trade messages → exact integer rows, with trader names interned.
@@ -192,13 +197,14 @@ impl TradeDecoder {
 
     /// Quantity of `lots` of instrument `i`.
     pub fn qty(&self, i: u32, lots: i64) -> Decimal {
-        self.instruments
-            .lots_to_qty(InstrumentId(i as u16), lots.max(0) as u64)
-            * if lots < 0 {
-                Decimal::NEGATIVE_ONE
-            } else {
-                Decimal::ONE
-            }
+        let q = self
+            .instruments
+            .lots_to_qty(InstrumentId(i as u16), lots.unsigned_abs());
+        if lots < 0 {
+            -q
+        } else {
+            q
+        }
     }
 
     /// Money per (tick × lot) of each instrument.
@@ -225,7 +231,11 @@ mod tests {
         assert_eq!(parse_duration_ms("250ms"), Ok(250));
         assert_eq!(parse_duration_ms("2m"), Ok(120_000));
         assert_eq!(parse_duration_ms("1500"), Ok(1_500));
-        assert!(parse_duration_ms("0s").is_err());
+        assert_eq!(parse_duration_ms("0s"), Ok(0), "zero lateness is fine");
+        assert!(
+            parse_window_ms("0s").is_err(),
+            "a zero-length window is not"
+        );
         assert!(parse_duration_ms("1 week").is_err());
         assert!(parse_duration_ms("x").is_err());
     }
@@ -247,7 +257,15 @@ mod tests {
         );
         assert_eq!(d.decode(msg).unwrap().0.buyer, 0, "same name, same id");
         assert_eq!(d.price(row.instrument, 301), Decimal::new(1505, 2));
-        assert_eq!(d.qty(row.instrument, -3), Decimal::from(-3));
+        assert_eq!(
+            d.qty(row.instrument, -3),
+            Decimal::from(-3),
+            "short positions keep their size"
+        );
+        assert_eq!(
+            d.qty(row.instrument, i64::MIN + 1),
+            -d.qty(row.instrument, i64::MAX)
+        );
         assert_eq!(d.decode(b"{}").unwrap_err().reason, "invalid_trade");
         let off = br#"{"trade_id":1,"instrument":"TCS","price":15.01,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
         assert_eq!(d.decode(off).unwrap_err().reason, "price_off_tick");

@@ -131,6 +131,17 @@ impl ProfitJob {
     ) -> anyhow::Result<()> {
         let mut next_bar = 0;
         let mut messages = Vec::with_capacity(rows.len());
+        // Canonical order within a window: by trader *name* and instrument. (Trader ids are
+        // interned in arrival order across partitions, which differs between runs; the replay
+        // that makes outputs exactly-once needs the same order every time.)
+        let mut rows: Vec<&PnlRow> = rows.iter().collect();
+        rows.sort_by(|a, b| {
+            (a.window_end, self.decoder.trader(a.trader), a.instrument).cmp(&(
+                b.window_end,
+                self.decoder.trader(b.trader),
+                b.instrument,
+            ))
+        });
         for r in rows {
             while next_bar < bars.len() && bars[next_bar].end_ms <= r.window_end {
                 let b = &bars[next_bar];
@@ -152,7 +163,8 @@ impl ProfitJob {
                     .insert(b.instrument, Decimal::from(*sum) / Decimal::from(*n as u64));
             }
         }
-        if let (Some(dir), false) = (&self.args.parquet_dir, out.replaying()) {
+        // Deterministic files, replaced atomically: written on replay too (backfills).
+        if let Some(dir) = &self.args.parquet_dir {
             write_pnl_parquet(dir, st.partition, &messages)?;
         }
         // Hand this partition's window totals to the leaderboard.

@@ -72,7 +72,9 @@ impl SmaJob {
             out.emit(ANALYTICS, sma.instrument.as_bytes(), &sma)?;
             Counters::add(&out.counters().items, 1);
         }
-        if let (Some(dir), false) = (&self.args.parquet_dir, out.replaying()) {
+        // Files are deterministic and replaced atomically, so they are written on replay too: a
+        // backfill in a fresh group regenerates the history even though the topic already has it.
+        if let Some(dir) = &self.args.parquet_dir {
             self.write_parquet(dir, out.partition(), bars)?;
         }
         Ok(())

@@ -1,0 +1,308 @@
+//! End to end on the embedded broker: generator → match maker → SMA calculator and profit
+//! calculator (batch mode, `--until-end`) → `analytics`, checked against direct computations over
+//! the `trades` topic; Parquet output; and a restart that must publish nothing twice.
+
+mod support;
+
+use kappa_analytics::{BarEngine, Position, WindowSpec};
+use kappa_exchange::analytics::TradeDecoder;
+use kappa_exchange::config;
+use kappa_exchange::embedded::TopicLayout;
+use kappa_exchange::kafka::{read_range, read_topic, Provenance};
+use kappa_exchange::schema::{
+    AnalyticsKind, BarMessage, LeaderboardMessage, PnlMessage, SmaMessage,
+};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+fn analytics(p: &Pipeline) -> Vec<(i32, Vec<u8>, Option<Provenance>)> {
+    let mut v = Vec::new();
+    read_topic(&reader(p), "analytics", |m| {
+        v.push((
+            m.partition(),
+            m.payload().unwrap().to_vec(),
+            Provenance::of(m),
+        ))
+    })
+    .unwrap();
+    v
+}
+
+fn kind(payload: &[u8]) -> String {
+    serde_json::from_slice::<AnalyticsKind>(payload)
+        .unwrap()
+        .kind
+}
+
+#[test]
+fn analytics_jobs_end_to_end() {
+    let p = start(TopicLayout::default());
+    let items = flow(15_000, 17);
+    publish(&p, &items);
+    let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
+    wait(&mut mm, Duration::from_secs(120));
+
+    let dir = std::env::temp_dir().join(format!("kx-analytics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let parquet = dir.to_str().unwrap();
+    let args = [
+        "--until-end",
+        "--window",
+        "100ms",
+        "--sma",
+        "3,5",
+        "--parquet-dir",
+        parquet,
+    ];
+    let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &args);
+    let mut pnl = job(&p, env!("CARGO_BIN_EXE_profit-calculator"), &args);
+    wait(&mut sma, Duration::from_secs(120));
+    wait(&mut pnl, Duration::from_secs(120));
+    let out = analytics(&p);
+    let of_kind = |k: &str| out.iter().filter(|(_, v, _)| kind(v) == k).count();
+    assert!(
+        of_kind("bar") > 20 && of_kind("bar") == of_kind("sma"),
+        "bars {} smas {}",
+        of_kind("bar"),
+        of_kind("sma")
+    );
+    assert!(of_kind("pnl") > 100 && of_kind("leaderboard") > 2);
+
+    // Bars: equal to the Polars engine run directly over each trades partition.
+    let instruments = config::load_instruments(None).unwrap();
+    let mut decoder = TradeDecoder::new(instruments.clone());
+    let r = reader(&p);
+    let mut expected: BTreeMap<(String, i64), (Decimal, Decimal, Decimal, Decimal, Decimal, i64)> =
+        BTreeMap::new();
+    let mut trades_by_partition: Vec<Vec<kappa_analytics::TradeRow>> = Vec::new();
+    for q in 0..4 {
+        let (low, high) = r
+            .fetch_watermarks("trades", q, Duration::from_secs(5))
+            .unwrap();
+        let mut rows = Vec::new();
+        read_range(&r, "trades", q, low, high, |m| {
+            rows.push(decoder.decode(m.payload().unwrap()).unwrap().0)
+        })
+        .unwrap();
+        let mut e = BarEngine::new(
+            WindowSpec {
+                length_ms: 100,
+                lateness_ms: 0,
+            },
+            &[],
+        );
+        let mut bars = e.push(&rows).unwrap().bars;
+        bars.extend(e.flush().unwrap());
+        for b in bars {
+            let sym = decoder.symbol(b.instrument);
+            let v = (
+                decoder.price(b.instrument, b.open),
+                decoder.price(b.instrument, b.high),
+                decoder.price(b.instrument, b.low),
+                decoder.price(b.instrument, b.close),
+                decoder.qty(b.instrument, b.volume),
+                b.trades,
+            );
+            expected.insert((sym, b.start_ms), v);
+        }
+        trades_by_partition.push(rows);
+    }
+    let bars: Vec<BarMessage> = out
+        .iter()
+        .filter(|(_, v, _)| kind(v) == "bar")
+        .map(|(_, v, _)| serde_json::from_slice(v).unwrap())
+        .collect();
+    let got: BTreeMap<(String, i64), _> = bars
+        .iter()
+        .map(|b| {
+            (
+                (b.instrument.clone(), b.start_ms),
+                (b.open, b.high, b.low, b.close, b.volume, b.trades),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let total_trades: i64 = bars.iter().map(|b| b.trades).sum();
+    assert_eq!(
+        total_trades as usize,
+        trades_by_partition.iter().map(Vec::len).sum::<usize>(),
+        "every trade is in exactly one bar"
+    );
+    for b in &bars {
+        assert!(
+            b.low <= b.vwap && b.vwap <= b.high,
+            "vwap inside the range: {b:?}"
+        );
+    }
+
+    // SMAs: the mean of the last n closes of the instrument, null until n bars exist.
+    let smas: Vec<SmaMessage> = out
+        .iter()
+        .filter(|(_, v, _)| kind(v) == "sma")
+        .map(|(_, v, _)| serde_json::from_slice(v).unwrap())
+        .collect();
+    let mut closes: HashMap<String, Vec<Decimal>> = HashMap::new();
+    let mut by_instrument: BTreeMap<String, Vec<&BarMessage>> = BTreeMap::new();
+    for b in &bars {
+        by_instrument
+            .entry(b.instrument.clone())
+            .or_default()
+            .push(b);
+    }
+    let mut checked = 0;
+    for (sym, list) in &by_instrument {
+        let c = closes.entry(sym.clone()).or_default();
+        for b in list {
+            c.push(b.close);
+            let s = smas
+                .iter()
+                .find(|s| s.instrument == *sym && s.end_ms == b.end_ms)
+                .expect("an sma per bar");
+            for v in &s.sma {
+                let want = (c.len() >= v.n).then(|| {
+                    (c[c.len() - v.n..].iter().sum::<Decimal>() / Decimal::from(v.n as u64))
+                        .round_dp(6)
+                });
+                assert_eq!(v.value, want, "{sym} sma{} at {}", v.n, b.end_ms);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40);
+
+    // P&L: positions agree with the trades, per trader and instrument; one trader's realized P&L
+    // equals an independent replay of its trades.
+    let pnls: Vec<PnlMessage> = out
+        .iter()
+        .filter(|(_, v, _)| kind(v) == "pnl")
+        .map(|(_, v, _)| serde_json::from_slice(v).unwrap())
+        .collect();
+    let mut latest: BTreeMap<(String, String), &PnlMessage> = BTreeMap::new();
+    for m in &pnls {
+        let e = latest
+            .entry((m.trader.clone(), m.instrument.clone()))
+            .or_insert(m);
+        if m.end_ms >= e.end_ms {
+            *e = m;
+        }
+    }
+    let mut positions: BTreeMap<(String, String), Position> = BTreeMap::new();
+    for rows in &trades_by_partition {
+        for t in rows {
+            let sym = decoder.symbol(t.instrument);
+            positions
+                .entry((decoder.trader(t.buyer).to_string(), sym.clone()))
+                .or_default()
+                .fill(true, t.quantity, t.price);
+            positions
+                .entry((decoder.trader(t.seller).to_string(), sym))
+                .or_default()
+                .fill(false, t.quantity, t.price);
+        }
+    }
+    assert_eq!(
+        latest.len(),
+        positions.len(),
+        "every trader/instrument that traded is reported"
+    );
+    let mut net: BTreeMap<String, Decimal> = BTreeMap::new();
+    for ((trader, sym), m) in &latest {
+        let pos = &positions[&(trader.clone(), sym.clone())];
+        let id = instruments.id(sym).unwrap();
+        assert_eq!(
+            m.position,
+            decoder.qty(id.0 as u32, pos.quantity),
+            "{trader} {sym}"
+        );
+        let unit = instruments.spec(id).tick_size * instruments.spec(id).lot_size;
+        assert_eq!(
+            m.realized,
+            (pos.realized * unit).round_dp(6),
+            "{trader} {sym} realized"
+        );
+        assert_eq!(m.total, m.realized + m.unrealized);
+        *net.entry(sym.clone()).or_default() += m.position;
+    }
+    assert!(
+        net.values().all(|n| n.is_zero()),
+        "positions net to zero per instrument: {net:?}"
+    );
+
+    // Leaderboards: in window order, ranked by total.
+    let boards: Vec<LeaderboardMessage> = out
+        .iter()
+        .filter(|(_, v, _)| kind(v) == "leaderboard")
+        .map(|(_, v, _)| serde_json::from_slice(v).unwrap())
+        .collect();
+    assert!(boards.windows(2).all(|w| w[0].end_ms < w[1].end_ms));
+    for b in &boards {
+        assert!(!b.top.is_empty() && b.top.len() <= 10);
+        assert!(b
+            .top
+            .windows(2)
+            .all(|w| w[0].total >= w[1].total && w[0].rank + 1 == w[1].rank));
+    }
+
+    // Parquet: one file per closed window and partition, with the same bars.
+    let mut files = 0;
+    let mut rows = 0;
+    for entry in std::fs::read_dir(Path::new(parquet).join("bars")).unwrap() {
+        for f in std::fs::read_dir(entry.unwrap().path()).unwrap() {
+            let df = kappa_analytics::parquet::read_table(&f.unwrap().path()).unwrap();
+            files += 1;
+            rows += df.height();
+        }
+    }
+    assert_eq!(rows, bars.len());
+    assert!(files >= 10);
+    assert!(Path::new(parquet).join("pnl").is_dir());
+
+    // Sequences per source partition and job are exactly 1..n (no gap, no duplicate).
+    let mut seqs: HashMap<(i32, bool), Vec<u64>> = HashMap::new();
+    let mut unsequenced = 0;
+    for (_, v, prov) in &out {
+        match prov {
+            Some(prov) => seqs
+                .entry((prov.partition, kind(v) == "pnl"))
+                .or_default()
+                .push(prov.seq),
+            None => unsequenced += 1,
+        }
+    }
+    for ((source, pnl), mut s) in seqs {
+        s.sort_unstable();
+        assert_eq!(
+            s,
+            (1..=s.len() as u64).collect::<Vec<_>>(),
+            "partition {source} (pnl: {pnl})"
+        );
+    }
+    assert_eq!(
+        unsequenced,
+        of_kind("leaderboard"),
+        "only leaderboards are outside the sequences"
+    );
+
+    // A restart (same groups, batch mode again) publishes nothing twice and rewrites the same files.
+    let before = out.len();
+    let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &args);
+    let mut pnl = job(&p, env!("CARGO_BIN_EXE_profit-calculator"), &args);
+    wait(&mut sma, Duration::from_secs(120));
+    wait(&mut pnl, Duration::from_secs(120));
+    let after = analytics(&p);
+    let extra: Vec<String> = after[before.min(after.len())..]
+        .iter()
+        .map(|(q, v, prov)| format!("{q} {prov:?} {}", String::from_utf8_lossy(v)))
+        .collect();
+    assert_eq!(
+        after.len(),
+        before,
+        "nothing duplicated after a restart: {extra:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
