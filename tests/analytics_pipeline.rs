@@ -4,6 +4,9 @@
 
 mod support;
 
+/// OHLC, volume and trade count of one bar, keyed by (instrument, window start).
+type BarValues = (Decimal, Decimal, Decimal, Decimal, Decimal, i64);
+
 use kappa_analytics::{BarEngine, Position, WindowSpec};
 use kappa_exchange::analytics::TradeDecoder;
 use kappa_exchange::config;
@@ -77,8 +80,7 @@ fn analytics_jobs_end_to_end() {
     let instruments = config::load_instruments(None).unwrap();
     let mut decoder = TradeDecoder::new(instruments.clone());
     let r = reader(&p);
-    let mut expected: BTreeMap<(String, i64), (Decimal, Decimal, Decimal, Decimal, Decimal, i64)> =
-        BTreeMap::new();
+    let mut expected: BTreeMap<(String, i64), BarValues> = BTreeMap::new();
     let mut trades_by_partition: Vec<Vec<kappa_analytics::TradeRow>> = Vec::new();
     for q in 0..4 {
         let (low, high) = r
