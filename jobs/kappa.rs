@@ -67,6 +67,24 @@ enum Command {
         #[arg(long)]
         preload: bool,
     },
+    /// Benchmark the analytics: Polars computation alone (batch mode) and each job live through
+    /// Kafka on the embedded broker.
+    BenchAnalytics {
+        /// Trades for the computation-only runs.
+        #[arg(long, default_value_t = 3_000_000)]
+        trades: usize,
+        /// Trades for the live runs (must fit the embedded broker's 5 MiB per partition).
+        #[arg(long, default_value_t = 300_000)]
+        live_trades: usize,
+        /// Partitions of the trades and analytics topics.
+        #[arg(long, default_value_t = 32)]
+        partitions: i32,
+        /// Micro-batch size for the computation-only runs.
+        #[arg(long, default_value_t = 1_000_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Run the matching engine in-process over generated orders and print a market summary.
     Simulate {
         #[command(flatten)]
@@ -166,6 +184,22 @@ fn main() -> anyhow::Result<()> {
                 preload,
             };
             kappa_exchange::bench::run(&cfg, &instruments)?;
+        }
+        Command::BenchAnalytics {
+            trades,
+            live_trades,
+            partitions,
+            batch,
+            seed,
+        } => {
+            let cfg = kappa_exchange::bench::AnalyticsBenchConfig {
+                trades,
+                live_trades,
+                partitions,
+                batch,
+                seed,
+            };
+            kappa_exchange::bench::run_analytics(&cfg, &instruments)?;
         }
         Command::Simulate { flow } => {
             let started = std::time::Instant::now();

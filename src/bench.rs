@@ -151,3 +151,195 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
     }
     Ok(report)
 }
+
+/// Analytics benchmark settings.
+#[derive(Clone, Debug)]
+pub struct AnalyticsBenchConfig {
+    /// Trades for the computation-only runs.
+    pub trades: usize,
+    /// Trades for the live runs through Kafka (must fit the embedded broker's retention).
+    pub live_trades: usize,
+    pub partitions: i32,
+    /// Micro-batch size for the computation-only runs.
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// Seeded synthetic trades: 7 instruments random-walking around their reference prices, 200
+/// traders, ~50 000 trades per second of event time.
+pub fn synthetic_trades(
+    n: usize,
+    seed: u64,
+    instruments: &Instruments,
+) -> Vec<crate::schema::TradeMessage> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<_> = instruments.ids().collect();
+    let mut mids: Vec<i64> = ids
+        .iter()
+        .map(|&i| {
+            instruments
+                .spec(i)
+                .reference_price
+                .and_then(|p| instruments.price_to_ticks(i, p).ok())
+                .unwrap_or(10_000)
+        })
+        .collect();
+    let mut ts = crate::generator::DEFAULT_START_MS;
+    (0..n)
+        .map(|k| {
+            let j = rng.random_range(0..ids.len());
+            mids[j] = (mids[j] + rng.random_range(-1..=1)).max(1);
+            if k % 50 == 0 {
+                ts += 1;
+            }
+            let buyer = rng.random_range(0..200u32);
+            let seller = (buyer + rng.random_range(1..200)) % 200;
+            crate::schema::TradeMessage {
+                trade_id: k as u64 + 1,
+                instrument: instruments.symbol(ids[j]).to_string(),
+                price: instruments.ticks_to_price(ids[j], mids[j]),
+                quantity: instruments.lots_to_qty(ids[j], rng.random_range(1..100)),
+                buyer: format!("T{buyer:04}"),
+                seller: format!("T{seller:04}"),
+                buy_order_id: 2 * k as u64,
+                sell_order_id: 2 * k as u64 + 1,
+                aggressor: if rng.random_bool(0.5) {
+                    "BUY".into()
+                } else {
+                    "SELL".into()
+                },
+                ts_ms: ts,
+            }
+        })
+        .collect()
+}
+
+/// Runs the analytics benchmark and prints its figures.
+pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> anyhow::Result<()> {
+    use crate::analytics::{AnalyticsArgs, TradeDecoder};
+    use kappa_analytics::{BarEngine, PnlEngine};
+    let args = AnalyticsArgs::default();
+    let g = Instant::now();
+    let trades = synthetic_trades(cfg.trades, cfg.seed, instruments);
+    let mut decoder = TradeDecoder::new(instruments.clone());
+    let payloads: Vec<Vec<u8>> = trades
+        .iter()
+        .map(|t| serde_json::to_vec(t).expect("serializes"))
+        .collect();
+    let t = Instant::now();
+    let rows: Vec<_> = payloads
+        .iter()
+        .map(|p| decoder.decode(p).map(|r| r.0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("{e}"))?;
+    let decode_secs = t.elapsed().as_secs_f64();
+    println!(
+        "generated {} trades in {:.2}s; JSON decode alone {:.2} M trades/s",
+        rows.len(),
+        g.elapsed().as_secs_f64(),
+        rows.len() as f64 / decode_secs / 1e6
+    );
+
+    let t = Instant::now();
+    let mut bars = BarEngine::new(args.spec(), &args.sma);
+    let mut n_bars = 0;
+    for chunk in rows.chunks(cfg.batch) {
+        n_bars += bars.push(chunk)?.bars.len();
+    }
+    n_bars += bars.flush()?.len();
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "bars + SMA 5,20 (Polars, batches of {})  {:>6.2} M trades/s  ({} bars, {:.2}s)",
+        cfg.batch,
+        rows.len() as f64 / s / 1e6,
+        n_bars,
+        s
+    );
+
+    let t = Instant::now();
+    let mut pnl = PnlEngine::new(args.spec(), decoder.unit_values());
+    let mut n_rows = 0;
+    for chunk in rows.chunks(cfg.batch) {
+        n_rows += pnl.push(chunk)?.rows.len();
+    }
+    n_rows += pnl.flush()?.rows.len();
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "P&L (sequential + Polars windows)       {:>6.2} M trades/s  ({} pnl rows, {:.2}s)",
+        rows.len() as f64 / s / 1e6,
+        n_rows,
+        s
+    );
+
+    // Live through Kafka: preload the trades topic, then time each job alone.
+    let p = cfg.partitions;
+    let layout = TopicLayout {
+        orders: p,
+        trades: p,
+        order_events: p,
+        book: p,
+        rejects: p,
+        analytics: p,
+    };
+    let broker = EmbeddedKafka::start(&layout.topics(""))?;
+    let kafka = KafkaArgs::new(broker.bootstrap());
+    let live = cfg.live_trades.min(payloads.len());
+    let items = trades[..live]
+        .iter()
+        .zip(&payloads)
+        .map(|(t, v)| (t.instrument.clone(), v.clone(), Some(t.ts_ms)));
+    let sent = crate::generator::publish_to(
+        &kafka,
+        &kafka.topics().trades,
+        items,
+        live as u64,
+        &Shutdown::new(),
+    )?
+    .published;
+    // The embedded broker keeps at most 5 MiB per partition: count what it actually retains.
+    let published = {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let reader: BaseConsumer = kafka.reader().create()?;
+        let mut n = 0;
+        for q in 0..p {
+            let (low, high) =
+                reader.fetch_watermarks(&kafka.topics().trades, q, Duration::from_secs(10))?;
+            n += (high - low) as u64;
+        }
+        n
+    };
+    if published < sent {
+        return Err(anyhow!("the embedded broker retained {published} of {sent} trades: lower --live-trades or raise --partitions"));
+    }
+    for name in ["sma-calculator", "profit-calculator"] {
+        let job = if name == "sma-calculator" {
+            crate::analytics::sma::spawn(&kafka, instruments, args.clone())?
+        } else {
+            crate::analytics::profit::spawn(&kafka, instruments, args.clone())?
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Counters::get(&job.counters.assigned) < p as u64 {
+            if Instant::now() > deadline || job.is_finished() {
+                return Err(anyhow!("{name} did not get its partitions"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let start = Instant::now();
+        while Counters::get(&job.counters.consumed) < published
+            && !job.is_finished()
+            && start.elapsed() < Duration::from_secs(600)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let s = start.elapsed().as_secs_f64();
+        let consumed = Counters::get(&job.counters.consumed);
+        let outputs = Counters::get(&job.counters.produced);
+        job.stop()?;
+        println!("{name:<17} live via Kafka {:>6.2} M trades/s  ({consumed} of {published} trades consumed in {s:.2}s, {outputs} outputs)", consumed as f64 / s / 1e6);
+        if consumed != published {
+            return Err(anyhow!("{name} consumed {consumed} of {published}"));
+        }
+    }
+    Ok(())
+}

@@ -204,6 +204,17 @@ pub struct PublishStats {
     pub bytes: u64,
 }
 
+/// Publishes `(key, payload, timestamp)` items to `topic` as fast as possible (benchmarks, tools).
+pub fn publish_to(
+    kafka: &KafkaArgs,
+    topic: &str,
+    items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
+    total: u64,
+    shutdown: &Shutdown,
+) -> anyhow::Result<PublishStats> {
+    publish_inner(kafka, topic, items, total, 0.0, false, shutdown)
+}
+
 /// Publishes `(key, payload, timestamp)` items to the orders topic at `rate` messages/s
 /// (0 = unthrottled), with a progress bar when `progress` is set. Flushes before returning.
 pub fn publish(
@@ -214,13 +225,32 @@ pub fn publish(
     progress: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<PublishStats> {
-    let topic = kafka.topics().orders;
+    publish_inner(
+        kafka,
+        &kafka.topics().orders,
+        items,
+        total,
+        rate,
+        progress,
+        shutdown,
+    )
+}
+
+fn publish_inner(
+    kafka: &KafkaArgs,
+    topic: &str,
+    items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
+    total: u64,
+    rate: f64,
+    progress: bool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<PublishStats> {
     let producer: BaseProducer = kafka.producer().create().context("creating producer")?;
     let reader: BaseConsumer = kafka
         .reader()
         .create()
         .context("creating metadata client")?;
-    let partitions = crate::kafka::partition_count(&reader, &topic)?;
+    let partitions = crate::kafka::partition_count(&reader, topic)?;
     let bar = if progress {
         indicatif::ProgressBar::new(total)
     } else {
@@ -246,9 +276,7 @@ pub fn publish(
             }
         }
         let partition = partition_for(key.as_bytes(), partitions);
-        let mut record = BaseRecord::to(&topic)
-            .partition(partition)
-            .payload(&payload);
+        let mut record = BaseRecord::to(topic).partition(partition).payload(&payload);
         if !key.is_empty() {
             record = record.key(&key);
         }

@@ -11,11 +11,10 @@ use crate::processor::{self, Emitter, Job};
 use crate::schema::{self, BookMessage, OrderEventMessage, TradeMessage};
 use crate::shutdown::Shutdown;
 use crate::topics::{partition_for, Topics};
-use anyhow::{anyhow, Context as _};
+use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::processor::Counters;
@@ -234,48 +233,14 @@ pub fn run(
     processor::run(&mut job, kafka, &loop_opts, shutdown, counters)
 }
 
-/// A match maker running on a thread of this process (demo, benchmark).
-pub struct InProcess {
-    pub counters: Arc<Counters>,
-    stop: Shutdown,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl InProcess {
-    /// True once the match maker has returned (finished or failed).
-    pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
-    }
-
-    /// Asks it to stop, waits, and returns its result.
-    pub fn stop(self) -> anyhow::Result<()> {
-        self.stop.trigger();
-        self.thread
-            .join()
-            .map_err(|_| anyhow!("match maker thread panicked"))?
-    }
-}
-
-/// Starts [`run`] on a named thread.
+/// Starts [`run`] on a thread of this process (demo, benchmark).
 pub fn spawn(
     kafka: &KafkaArgs,
     instruments: &Instruments,
     opts: Options,
-) -> anyhow::Result<InProcess> {
-    let counters = Arc::new(Counters::default());
-    let stop = Shutdown::new();
-    let (kafka, instruments, c, s) = (
-        kafka.clone(),
-        instruments.clone(),
-        counters.clone(),
-        stop.clone(),
-    );
-    let thread = std::thread::Builder::new()
-        .name("match-maker".into())
-        .spawn(move || run(&kafka, &instruments, &opts, &s, &c))?;
-    Ok(InProcess {
-        counters,
-        stop,
-        thread,
+) -> anyhow::Result<processor::InProcess> {
+    let (kafka, instruments) = (kafka.clone(), instruments.clone());
+    processor::spawn("match-maker", move |stop, counters| {
+        run(&kafka, &instruments, &opts, stop, counters)
     })
 }

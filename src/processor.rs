@@ -695,3 +695,43 @@ pub fn run<J: Job>(
     );
     Ok(())
 }
+
+/// A job running on a thread of this process (demo, benchmarks).
+pub struct InProcess {
+    pub counters: Arc<Counters>,
+    stop: Shutdown,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// True once the job has returned (finished or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Asks it to stop, waits, and returns its result.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.stop.trigger();
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("job thread panicked"))?
+    }
+}
+
+/// Runs `job(stop, counters)` on a named thread.
+pub fn spawn(
+    name: &str,
+    job: impl FnOnce(&Shutdown, &Counters) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<InProcess> {
+    let counters = Arc::new(Counters::default());
+    let stop = Shutdown::new();
+    let (c, s) = (counters.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || job(&s, &c))?;
+    Ok(InProcess {
+        counters,
+        stop,
+        thread,
+    })
+}

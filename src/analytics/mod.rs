@@ -190,9 +190,12 @@ impl TradeDecoder {
             .ticks_to_price(InstrumentId(i as u16), ticks)
     }
 
-    /// Decimal price of a (possibly fractional) number of ticks, rounded to 6 places.
+    /// Decimal price of a (possibly fractional) number of ticks, rounded to 6 places, without
+    /// trailing zeros.
     pub fn price_of(&self, i: u32, ticks: Decimal) -> Decimal {
-        (ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size).round_dp(6)
+        (ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size)
+            .round_dp(6)
+            .normalize()
     }
 
     /// Quantity of `lots` of instrument `i`.

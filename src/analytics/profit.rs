@@ -414,3 +414,15 @@ pub fn run(
         counters,
     )
 }
+
+/// Starts [`run`] on a thread of this process (demo, benchmarks).
+pub fn spawn(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    args: AnalyticsArgs,
+) -> anyhow::Result<processor::InProcess> {
+    let (kafka, instruments) = (kafka.clone(), instruments.clone());
+    processor::spawn("profit-calculator", move |stop, counters| {
+        run(&kafka, &instruments, &args, stop, counters)
+    })
+}
