@@ -6,9 +6,12 @@
 pub mod profit;
 pub mod sma;
 
+use crate::processor::Emitter;
 use crate::schema::{InputError, TradeMessage};
+use kappa_analytics::Clock;
 use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
+use rdkafka::message::{BorrowedMessage, Message};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -108,6 +111,33 @@ pub fn parse_window_ms(s: &str) -> Result<i64, String> {
     match parse_duration_ms(s)? {
         0 => Err(format!("{s:?}: the window must be longer than 0")),
         ms => Ok(ms),
+    }
+}
+
+/// Decodes one `trades` message and decides its lateness in arrival order: returns the row to
+/// add to the micro-batch, or publishes the reject (`invalid_trade`, `late_trade`, …) and
+/// returns `None`.
+pub fn admit(
+    decoder: &mut TradeDecoder,
+    clock: &mut Clock,
+    m: &BorrowedMessage<'_>,
+    out: &mut Emitter<'_, '_>,
+) -> anyhow::Result<Option<TradeRow>> {
+    let key = m.key().unwrap_or(&[]);
+    match decoder.decode(m.payload().unwrap_or(&[])) {
+        Err(e) => out.reject(m, key, e.reason, e.detail).map(|_| None),
+        Ok((row, _)) => {
+            if clock.admit(row.ts_ms).is_none() {
+                let detail = format!(
+                    "trade at {} ms arrived after its {} ms window closed (watermark {})",
+                    row.ts_ms,
+                    clock.spec().length_ms,
+                    clock.watermark()
+                );
+                return out.reject(m, key, "late_trade", detail).map(|_| None);
+            }
+            Ok(Some(row))
+        }
     }
 }
 

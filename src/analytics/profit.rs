@@ -238,14 +238,8 @@ fn write_pnl_parquet(
     partition: i32,
     msgs: &[PnlMessage],
 ) -> anyhow::Result<()> {
-    let mut start = 0;
-    while start < msgs.len() {
-        let end_ms = msgs[start].end_ms;
-        let stop = msgs[start..]
-            .iter()
-            .position(|m| m.end_ms != end_ms)
-            .map_or(msgs.len(), |k| start + k);
-        let w = &msgs[start..stop];
+    for w in msgs.chunk_by(|a, b| a.end_ms == b.end_ms) {
+        let end_ms = w[0].end_ms;
         let s = |f: &dyn Fn(&PnlMessage) -> String| Values::Str(w.iter().map(f).collect());
         let path = dir
             .join("pnl")
@@ -265,7 +259,6 @@ fn write_pnl_parquet(
                 ("mark", s(&|m| m.mark.to_string())),
             ],
         )?;
-        start = stop;
     }
     Ok(())
 }
@@ -311,28 +304,15 @@ impl Job for ProfitJob {
 
     fn handle(
         &mut self,
-        st: &mut ProfitState,
+        st: &mut Self::State,
         m: &BorrowedMessage<'_>,
         out: &mut Emitter<'_, '_>,
     ) -> anyhow::Result<()> {
-        let key = m.key().unwrap_or(&[]);
-        match self.decoder.decode(m.payload().unwrap_or(&[])) {
-            Err(e) => out.reject(m, key, e.reason, e.detail),
-            Ok((row, _)) => {
-                if st.clock.admit(row.ts_ms).is_none() {
-                    let detail = format!(
-                        "trade at {} ms arrived after its {} ms window closed (watermark {})",
-                        row.ts_ms,
-                        self.args.window,
-                        st.clock.watermark()
-                    );
-                    return out.reject(m, key, "late_trade", detail);
-                }
-                self.partitions.entry(st.partition).or_default();
-                st.batch.push(row);
-                Ok(())
-            }
+        if let Some(row) = super::admit(&mut self.decoder, &mut st.clock, m, out)? {
+            self.partitions.entry(st.partition).or_default();
+            st.batch.push(row);
         }
+        Ok(())
     }
 
     fn after_batch(

@@ -16,7 +16,7 @@ use crate::topics::Topics;
 use kappa_analytics::parquet::{write_table, Values};
 use kappa_analytics::{Bar, BarEngine, Clock, TradeRow};
 use kappa_engine::Instruments;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::BorrowedMessage;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 
@@ -107,14 +107,8 @@ impl SmaJob {
         partition: i32,
         bars: &[Bar],
     ) -> anyhow::Result<()> {
-        let mut start = 0;
-        while start < bars.len() {
-            let end_ms = bars[start].end_ms;
-            let stop = bars[start..]
-                .iter()
-                .position(|b| b.end_ms != end_ms)
-                .map_or(bars.len(), |k| start + k);
-            let window = &bars[start..stop];
+        for window in bars.chunk_by(|a, b| a.end_ms == b.end_ms) {
+            let end_ms = window[0].end_ms;
             let msgs: Vec<BarMessage> = window.iter().map(|b| self.bar_message(b)).collect();
             let s = |f: &dyn Fn(&BarMessage) -> String| Values::Str(msgs.iter().map(f).collect());
             let path: PathBuf = dir
@@ -145,7 +139,6 @@ impl SmaJob {
                     ),
                 ],
             )?;
-            start = stop;
         }
         Ok(())
     }
@@ -180,27 +173,14 @@ impl Job for SmaJob {
 
     fn handle(
         &mut self,
-        st: &mut SmaState,
+        st: &mut Self::State,
         m: &BorrowedMessage<'_>,
         out: &mut Emitter<'_, '_>,
     ) -> anyhow::Result<()> {
-        let key = m.key().unwrap_or(&[]);
-        match self.decoder.decode(m.payload().unwrap_or(&[])) {
-            Err(e) => out.reject(m, key, e.reason, e.detail),
-            Ok((row, _)) => {
-                if st.clock.admit(row.ts_ms).is_none() {
-                    let detail = format!(
-                        "trade at {} ms arrived after its {} ms window closed (watermark {})",
-                        row.ts_ms,
-                        self.args.window,
-                        st.clock.watermark()
-                    );
-                    return out.reject(m, key, "late_trade", detail);
-                }
-                st.batch.push(row);
-                Ok(())
-            }
+        if let Some(row) = super::admit(&mut self.decoder, &mut st.clock, m, out)? {
+            st.batch.push(row);
         }
+        Ok(())
     }
 
     fn after_batch(&mut self, st: &mut SmaState, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
