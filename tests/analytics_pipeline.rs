@@ -291,6 +291,20 @@ fn analytics_jobs_end_to_end() {
     );
 
     // A restart (same groups, batch mode again) publishes nothing twice and rewrites the same files.
+    fn parquet_files(dir: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut all = BTreeMap::new();
+        for kind in ["bars", "pnl"] {
+            for w in std::fs::read_dir(dir.join(kind)).unwrap() {
+                for f in std::fs::read_dir(w.unwrap().path()).unwrap() {
+                    let path = f.unwrap().path();
+                    all.insert(path.clone(), std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        all
+    }
+    let parquet_before = parquet_files(Path::new(parquet));
+    std::fs::remove_dir_all(&dir).unwrap();
     let before = out.len();
     let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &args);
     let mut pnl = job(&p, env!("CARGO_BIN_EXE_profit-calculator"), &args);
@@ -305,6 +319,10 @@ fn analytics_jobs_end_to_end() {
         after.len(),
         before,
         "nothing duplicated after a restart: {extra:?}"
+    );
+    assert!(
+        parquet_files(Path::new(parquet)) == parquet_before,
+        "same input, byte-identical Parquet history"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
