@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config; do
+for pkg in build-essential pkg-config zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
