@@ -3,8 +3,7 @@
 
 use clap::Parser;
 use kappa_exchange::matchmaker::{self, Counters, Options};
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown, telemetry};
-use std::path::PathBuf;
+use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -16,6 +15,8 @@ use std::time::Duration;
 struct Args {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    common: config::JobArgs,
     /// Consumer group (all match-maker replicas share it; partitions are spread over them).
     #[arg(long, env = "MM_GROUP", default_value = "match-maker")]
     group: String,
@@ -34,19 +35,12 @@ struct Args {
     /// Prefix for the output topics only, e.g. `replay.` to rebuild side by side.
     #[arg(long, env = "MM_OUTPUT_PREFIX")]
     output_prefix: Option<String>,
-    /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
-    #[arg(long, env = "KAPPA_INSTRUMENTS")]
-    instrument_file: Option<PathBuf>,
-    /// Log as JSON lines.
-    #[arg(long, env = "LOG_JSON")]
-    log_json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    telemetry::init_logging(a.log_json);
+    let instruments = a.common.init()?;
     let shutdown = Shutdown::on_signals()?;
-    let instruments = config::load_instruments(a.instrument_file.as_deref())?;
     let opts = Options {
         group: a.group,
         batch_size: a.batch_size.max(1),

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use kappa_exchange::generator::{self, FlowConfig, DEFAULT_START_MS};
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown, telemetry};
+use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -14,6 +14,8 @@ use std::path::PathBuf;
 struct Args {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    common: config::JobArgs,
     /// Number of orders (new, cancel, amend) to publish.
     #[arg(long, env = "GEN_COUNT", default_value_t = 100_000)]
     count: usize,
@@ -41,12 +43,6 @@ struct Args {
     /// Publish this CSV or JSON-lines file instead of generated flow.
     #[arg(long)]
     from_file: Option<PathBuf>,
-    /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
-    #[arg(long, env = "KAPPA_INSTRUMENTS")]
-    instrument_file: Option<PathBuf>,
-    /// Log as JSON lines.
-    #[arg(long, env = "LOG_JSON")]
-    log_json: bool,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -54,9 +50,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    telemetry::init_logging(a.log_json);
+    let instruments = a.common.init()?;
     let shutdown = Shutdown::on_signals()?;
-    let instruments = config::load_instruments(a.instrument_file.as_deref())?;
     let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = std::time::Instant::now();
     let stats = match &a.from_file {

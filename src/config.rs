@@ -21,3 +21,22 @@ pub fn load_instruments(path: Option<&Path>) -> anyhow::Result<Instruments> {
         None => Ok(Instruments::from_toml_str(DEFAULT_INSTRUMENTS)?),
     }
 }
+
+/// Settings every job binary shares: the instrument table and the log format.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct JobArgs {
+    /// Instrument table (TOML); defaults to the compiled-in data/instruments.toml.
+    #[arg(long, env = "KAPPA_INSTRUMENTS")]
+    pub instrument_file: Option<std::path::PathBuf>,
+    /// Log as JSON lines (for log shippers).
+    #[arg(long, env = "LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl JobArgs {
+    /// Sets up logging and loads the instrument table.
+    pub fn init(&self) -> anyhow::Result<Instruments> {
+        crate::telemetry::init_logging(self.log_json);
+        load_instruments(self.instrument_file.as_deref())
+    }
+}
