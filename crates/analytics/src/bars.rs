@@ -9,7 +9,7 @@
 //! integers (ticks, lots, ticks×lots), so the aggregation is exact; dividing (VWAP, SMA) is left
 //! to the caller's decimal arithmetic. The same trades give the same bars whatever the batching.
 
-use crate::window::{Clock, WindowSpec};
+use crate::window::{split_closed, Clock, WindowSpec};
 use crate::TradeRow;
 use polars::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
@@ -181,16 +181,9 @@ impl BarEngine {
             return Ok(Vec::new());
         };
         let length = self.clock.spec().length_ms;
-        let end = col("window") + lit(length);
-        let closed_mask = end.clone().lt_eq(lit(through));
-        let closed = partial
-            .clone()
-            .lazy()
-            .filter(closed_mask.clone())
-            .sort(["window", "instrument"], sorted(2))
-            .collect()?;
-        let open = partial.lazy().filter(closed_mask.not()).collect()?;
-        self.partial = (open.height() > 0).then_some(open);
+        let (closed, open) = split_closed(partial, length, through)?;
+        self.partial = open;
+        let closed = closed.sort(["window", "instrument"], sorted(2)).collect()?;
         if closed.height() == 0 {
             return Ok(Vec::new());
         }

@@ -12,7 +12,7 @@
 //! flipped for shorts) and keeps the average; a fill larger than the position closes it and opens
 //! the remainder on the other side at the fill price.
 
-use crate::window::{Clock, WindowSpec};
+use crate::window::{split_closed, Clock, WindowSpec};
 use crate::TradeRow;
 use polars::prelude::*;
 use rust_decimal::Decimal;
@@ -306,14 +306,9 @@ impl PnlEngine {
         // Split the activity aggregates into closed and still-open windows.
         let mut activity: BTreeMap<(i64, u32, u32), Activity> = BTreeMap::new();
         if let Some(partial) = self.partial.take() {
-            let closed_mask = (col("window") + lit(length)).lt_eq(lit(through));
-            let done = partial
-                .clone()
-                .lazy()
-                .filter(closed_mask.clone())
-                .collect()?;
-            let open = partial.lazy().filter(closed_mask.not()).collect()?;
-            self.partial = (open.height() > 0).then_some(open);
+            let (done, open) = split_closed(partial, length, through)?;
+            self.partial = open;
+            let done = done.collect()?;
             let i64s = |name: &str| -> PolarsResult<Vec<i64>> {
                 Ok(done.column(name)?.i64()?.into_no_null_iter().collect())
             };

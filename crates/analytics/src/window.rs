@@ -69,6 +69,24 @@ impl Clock {
     }
 }
 
+/// Splits carried per-window aggregates (a frame with a `window` start column) at `through`:
+/// the rows of windows that closed (end at or before it), still lazy so the caller can sort or
+/// select, and the frame of still-open windows, if any rows remain.
+pub fn split_closed(
+    partial: polars::prelude::DataFrame,
+    length_ms: i64,
+    through: i64,
+) -> polars::prelude::PolarsResult<(
+    polars::prelude::LazyFrame,
+    Option<polars::prelude::DataFrame>,
+)> {
+    use polars::prelude::*;
+    let closed_mask = (col("window") + lit(length_ms)).lt_eq(lit(through));
+    let closed = partial.clone().lazy().filter(closed_mask.clone());
+    let open = partial.lazy().filter(closed_mask.not()).collect()?;
+    Ok((closed, (open.height() > 0).then_some(open)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
