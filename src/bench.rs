@@ -88,12 +88,13 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
     };
     let mm = matchmaker::spawn(&kafka, instruments, opts)?;
     let counters = mm.counters.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Counters::get(&counters.assigned) < p as u64 {
-        if Instant::now() > deadline || mm.is_finished() {
-            return Err(anyhow!("match maker did not get its partitions"));
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    let assigned = |c: &Counters| Counters::get(&c.assigned) >= p as u64;
+    if !mm.wait_until(
+        Instant::now() + Duration::from_secs(30),
+        Duration::from_millis(1),
+        assigned,
+    ) {
+        return Err(anyhow!("match maker did not get its partitions"));
     }
 
     let start = Instant::now();
@@ -106,12 +107,11 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         published,
         bytes: 0,
     };
-    while Counters::get(&counters.consumed) < stats.published {
-        if mm.is_finished() || start.elapsed() > Duration::from_secs(600) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    mm.wait_until(
+        start + Duration::from_secs(600),
+        Duration::from_millis(1),
+        |c| Counters::get(&c.consumed) >= stats.published,
+    );
     let end_to_end_secs = start.elapsed().as_secs_f64();
     mm.stop()?;
     let (_, trades_on_topic) = summarize_topics(&kafka, instruments)?;
@@ -318,20 +318,20 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
         } else {
             crate::analytics::profit::spawn(&kafka, instruments, args.clone())?
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Counters::get(&job.counters.assigned) < p as u64 {
-            if Instant::now() > deadline || job.is_finished() {
-                return Err(anyhow!("{name} did not get its partitions"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        let assigned = |c: &Counters| Counters::get(&c.assigned) >= p as u64;
+        if !job.wait_until(
+            Instant::now() + Duration::from_secs(30),
+            Duration::from_millis(1),
+            assigned,
+        ) {
+            return Err(anyhow!("{name} did not get its partitions"));
         }
         let start = Instant::now();
-        while Counters::get(&job.counters.consumed) < published
-            && !job.is_finished()
-            && start.elapsed() < Duration::from_secs(600)
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        job.wait_until(
+            start + Duration::from_secs(600),
+            Duration::from_millis(1),
+            |c| Counters::get(&c.consumed) >= published,
+        );
         let s = start.elapsed().as_secs_f64();
         let consumed = Counters::get(&job.counters.consumed);
         let outputs = Counters::get(&job.counters.produced);

@@ -248,22 +248,16 @@ pub fn run(
     )?;
     // Wait for the match maker to consume everything that was published.
     let deadline = Instant::now() + Duration::from_secs(300);
-    while Counters::get(&counters.consumed) < stats.published && !shutdown.is_triggered() {
-        if mm.is_finished() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let every = Duration::from_millis(50);
+    mm.wait_until(deadline, every, |c| {
+        Counters::get(&c.consumed) >= stats.published || shutdown.is_triggered()
+    });
     // And for the analytics jobs to consume every trade.
     let trades = Counters::get(&counters.items);
-    while (Counters::get(&sma_counters.consumed) < trades
-        || Counters::get(&profit_counters.consumed) < trades)
-        && !shutdown.is_triggered()
-    {
-        if sma.is_finished() || profit.is_finished() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    for job in [&sma, &profit] {
+        job.wait_until(deadline, every, |c| {
+            Counters::get(&c.consumed) >= trades || shutdown.is_triggered()
+        });
     }
     let mm_result = mm.stop();
     let sma_result = sma.stop();

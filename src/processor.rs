@@ -709,6 +709,25 @@ impl InProcess {
         self.thread.is_finished()
     }
 
+    /// Polls every `every` until `done(counters)` holds. Gives up when the job has returned or
+    /// `deadline` has passed; returns whether the condition held.
+    pub fn wait_until(
+        &self,
+        deadline: Instant,
+        every: Duration,
+        done: impl Fn(&Counters) -> bool,
+    ) -> bool {
+        loop {
+            if done(&self.counters) {
+                return true;
+            }
+            if self.is_finished() || Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     /// Asks it to stop, waits, and returns its result.
     pub fn stop(self) -> anyhow::Result<()> {
         self.stop.trigger();
