@@ -238,29 +238,50 @@ pub fn read_range(
     Ok(n)
 }
 
+/// Reads `topic`/`partition` backwards from its end in growing windows (each window in offset
+/// order, starting with `first_window` messages and growing ×4), calling `visit` for every message,
+/// until `enough(state)` holds after a window or the start of the retained log is reached. The
+/// cost is proportional to how far back the wanted messages are, not to the log's size.
+pub fn scan_backwards<S>(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    first_window: i64,
+    state: &mut S,
+    mut visit: impl FnMut(&mut S, &rdkafka::message::BorrowedMessage<'_>),
+    enough: impl Fn(&S) -> bool,
+) -> anyhow::Result<()> {
+    let (low, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let mut end = high;
+    let mut window = first_window.max(1);
+    while end > low && !enough(state) {
+        let start = (end - window).max(low);
+        read_range(reader, topic, partition, start, end, |m| visit(state, m))?;
+        end = start;
+        window *= 4;
+    }
+    Ok(())
+}
+
 /// For every partition `q` of `topic`, the provenance of the last output `job` already published
 /// there for each source partition in `sources` (the one with the highest sequence number): key
 /// `(source, q)`. Outputs of other jobs sharing the topic are ignored.
-///
-/// Reads each partition backwards from its end in growing windows until every source has been
-/// seen or the start of the retained log is reached, so the cost is proportional to how far back
-/// a source last wrote, not to the topic's size.
 pub fn last_published(
     reader: &BaseConsumer,
     topic: &str,
     job: &str,
     sources: &[i32],
 ) -> anyhow::Result<HashMap<(i32, i32), Provenance>> {
-    let partitions = partition_count(reader, topic)?;
     let mut out = HashMap::new();
-    for q in 0..partitions {
-        let (low, high) = reader.fetch_watermarks(topic, q, Duration::from_secs(10))?;
-        let mut end = high;
-        let mut window = 4096i64;
+    for q in 0..partition_count(reader, topic)? {
         let mut found: HashMap<i32, Provenance> = HashMap::new();
-        while end > low && found.len() < sources.len() {
-            let start = (end - window).max(low);
-            read_range(reader, topic, q, start, end, |m| {
+        scan_backwards(
+            reader,
+            topic,
+            q,
+            4096,
+            &mut found,
+            |found, m| {
                 if let Some(p) = Provenance::of(m) {
                     if sources.contains(&p.partition)
                         && Provenance::job_of(m).as_deref() == Some(job)
@@ -271,10 +292,9 @@ pub fn last_published(
                         }
                     }
                 }
-            })?;
-            end = start;
-            window *= 4;
-        }
+            },
+            |found| found.len() == sources.len(),
+        )?;
         for (source, last) in found {
             out.insert((source, q), last);
         }

@@ -19,7 +19,7 @@
 //! ranks the traders of its own partitions.
 
 use super::{AnalyticsArgs, TradeDecoder};
-use crate::kafka::{read_range, KafkaArgs};
+use crate::kafka::{scan_backwards, KafkaArgs};
 use crate::processor::{self, Counters, Emitter, Job};
 use crate::schema::{LeaderEntry, LeaderboardMessage, PnlMessage};
 use crate::shutdown::Shutdown;
@@ -28,11 +28,10 @@ use anyhow::Context as _;
 use kappa_analytics::parquet::{write_table, Values};
 use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, TradeRow, WindowTotals};
 use kappa_engine::Instruments;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 const ANALYTICS: usize = 0;
 const REJECTS: usize = 1;
@@ -43,7 +42,6 @@ pub const LEADERBOARD_SIZE: usize = 10;
 
 /// Per input partition.
 pub struct ProfitState {
-    partition: i32,
     pnl: PnlEngine,
     bars: BarEngine,
     clock: Clock,
@@ -165,10 +163,10 @@ impl ProfitJob {
         }
         // Deterministic files, replaced atomically: written on replay too (backfills).
         if let Some(dir) = &self.args.parquet_dir {
-            write_pnl_parquet(dir, st.partition, &messages)?;
+            write_pnl_parquet(dir, out.partition(), &messages)?;
         }
         // Hand this partition's window totals to the leaderboard.
-        let entry = self.partitions.entry(st.partition).or_default();
+        let entry = self.partitions.entry(out.partition()).or_default();
         entry.watermark = st.pnl.watermark();
         for t in totals {
             entry.snapshots.insert(t.window_end, t.totals);
@@ -282,7 +280,7 @@ impl Job for ProfitJob {
         REJECTS
     }
 
-    fn new_state(&mut self, partition: i32) -> ProfitState {
+    fn new_state(&mut self, _partition: i32) -> ProfitState {
         let spec = self.args.spec();
         let shortest = self
             .args
@@ -293,7 +291,6 @@ impl Job for ProfitJob {
             .min()
             .map_or(vec![], |n| vec![n]);
         ProfitState {
-            partition,
             pnl: PnlEngine::new(spec, self.decoder.unit_values()),
             bars: BarEngine::new(spec, &shortest),
             clock: Clock::new(spec),
@@ -309,7 +306,7 @@ impl Job for ProfitJob {
         out: &mut Emitter<'_, '_>,
     ) -> anyhow::Result<()> {
         if let Some(row) = super::admit(&mut self.decoder, &mut st.clock, m, out)? {
-            self.partitions.entry(st.partition).or_default();
+            self.partitions.entry(out.partition()).or_default();
             st.batch.push(row);
         }
         Ok(())
@@ -349,29 +346,27 @@ pub fn last_leaderboard_on_topic(kafka: &KafkaArgs, topics: &Topics) -> anyhow::
     let reader: BaseConsumer = kafka.reader().create()?;
     let n = crate::kafka::partition_count(&reader, &topics.analytics)?;
     let q = partition_for(LEADERBOARD_KEY.as_bytes(), n);
-    let (low, high) = reader.fetch_watermarks(&topics.analytics, q, Duration::from_secs(10))?;
-    let mut end = high;
-    let mut window = 1024;
-    while end > low {
-        let start = (end - window).max(low);
-        let mut last = None;
-        read_range(&reader, &topics.analytics, q, start, end, |m| {
+    // Leaderboards are published in window order: the highest end seen is the last one.
+    let mut last: Option<i64> = None;
+    scan_backwards(
+        &reader,
+        &topics.analytics,
+        q,
+        1024,
+        &mut last,
+        |last, m| {
             if m.key() == Some(LEADERBOARD_KEY.as_bytes()) {
                 if let Some(l) = m
                     .payload()
                     .and_then(|p| serde_json::from_slice::<LeaderboardMessage>(p).ok())
                 {
-                    last = Some(l.end_ms);
+                    *last = Some(last.map_or(l.end_ms, |x: i64| x.max(l.end_ms)));
                 }
             }
-        })?;
-        if let Some(l) = last {
-            return Ok(l);
-        }
-        end = start;
-        window *= 4;
-    }
-    Ok(i64::MIN)
+        },
+        Option::is_some,
+    )?;
+    Ok(last.unwrap_or(i64::MIN))
 }
 
 /// Runs the profit calculator.
