@@ -71,11 +71,6 @@ impl BarEngine {
         }
     }
 
-    /// The SMA lengths, ascending.
-    pub fn sma_lengths(&self) -> &[usize] {
-        &self.sma
-    }
-
     /// Adds a micro-batch of trades (in arrival order) and returns the bars that closed.
     pub fn push(&mut self, trades: &[TradeRow]) -> PolarsResult<BarsOutput> {
         let mut late = Vec::new();

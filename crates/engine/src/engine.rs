@@ -739,11 +739,6 @@ impl Engine {
         self.slab.live()
     }
 
-    /// Number of order ids remembered for duplicate detection (live and finished).
-    pub fn known_order_ids(&self) -> usize {
-        self.orders.len()
-    }
-
     /// Approximate heap bytes: (books and order slots, id index).
     pub fn heap_bytes(&self) -> (usize, usize) {
         let books: usize = self

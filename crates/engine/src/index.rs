@@ -85,6 +85,7 @@ impl OrderIndex {
     }
 
     /// Number of ids recorded.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.dense.iter().filter(|&&v| v != EMPTY).count() + self.sparse.len()
     }
