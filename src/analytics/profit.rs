@@ -25,7 +25,7 @@ use crate::schema::{LeaderEntry, LeaderboardMessage, PnlMessage};
 use crate::shutdown::Shutdown;
 use crate::topics::{partition_for, Topics};
 use anyhow::Context as _;
-use kappa_analytics::parquet::{write_table, Values};
+use kappa_analytics::parquet::{window_file, write_table, Values};
 use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, TradeRow, WindowTotals};
 use kappa_engine::Instruments;
 use rdkafka::consumer::BaseConsumer;
@@ -239,10 +239,7 @@ fn write_pnl_parquet(
     for w in msgs.chunk_by(|a, b| a.end_ms == b.end_ms) {
         let end_ms = w[0].end_ms;
         let s = |f: &dyn Fn(&PnlMessage) -> String| Values::Str(w.iter().map(f).collect());
-        let path = dir
-            .join("pnl")
-            .join(format!("window_end_ms={end_ms}"))
-            .join(format!("part-{partition}.parquet"));
+        let path = window_file(dir, "pnl", end_ms, partition);
         write_table(
             &path,
             vec![

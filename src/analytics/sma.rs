@@ -13,12 +13,11 @@ use crate::processor::{self, Counters, Emitter, Job};
 use crate::schema::{BarMessage, SmaMessage, SmaValue};
 use crate::shutdown::Shutdown;
 use crate::topics::Topics;
-use kappa_analytics::parquet::{write_table, Values};
+use kappa_analytics::parquet::{window_file, write_table, Values};
 use kappa_analytics::{Bar, BarEngine, Clock, TradeRow};
 use kappa_engine::Instruments;
 use rdkafka::message::BorrowedMessage;
 use rust_decimal::Decimal;
-use std::path::PathBuf;
 
 const ANALYTICS: usize = 0;
 const REJECTS: usize = 1;
@@ -111,10 +110,7 @@ impl SmaJob {
             let end_ms = window[0].end_ms;
             let msgs: Vec<BarMessage> = window.iter().map(|b| self.bar_message(b)).collect();
             let s = |f: &dyn Fn(&BarMessage) -> String| Values::Str(msgs.iter().map(f).collect());
-            let path: PathBuf = dir
-                .join("bars")
-                .join(format!("window_end_ms={end_ms}"))
-                .join(format!("part-{partition}.parquet"));
+            let path = window_file(dir, "bars", end_ms, partition);
             write_table(
                 &path,
                 vec![

@@ -5,6 +5,19 @@
 use polars::prelude::*;
 use std::path::Path;
 
+/// The file of one closed window of one input partition:
+/// `DIR/KIND/window_end_ms=END/part-PARTITION.parquet` (Hive-style, see `data/parquet_layout.md`).
+pub fn window_file(
+    dir: &Path,
+    kind: &str,
+    window_end_ms: i64,
+    partition: i32,
+) -> std::path::PathBuf {
+    dir.join(kind)
+        .join(format!("window_end_ms={window_end_ms}"))
+        .join(format!("part-{partition}.parquet"))
+}
+
 /// A column of a result table.
 pub enum Values {
     Str(Vec<String>),
