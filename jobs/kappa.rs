@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use kappa_exchange::embedded::{EmbeddedKafka, TopicLayout};
 use kappa_exchange::generator::FlowConfig;
+use kappa_exchange::serving::ServeArgs;
 use kappa_exchange::{config, demo, shutdown::Shutdown, simulate, telemetry};
 use std::path::PathBuf;
 
@@ -27,16 +28,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the pipeline (generator -> match maker) on an embedded Kafka broker and summarize.
+    /// Run the whole pipeline on an embedded Kafka broker: a batch of orders, a verified summary,
+    /// then the dashboard and API with live flow until Ctrl-C (`--no-serve`: exit after the batch).
     Demo {
         #[command(flatten)]
         flow: FlowArgs,
         /// Publishing rate in orders/s of wall-clock time (0 = as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
-        /// Keep the broker running after the demo (for kcat) until Ctrl-C.
+        /// Do not serve the dashboard: run the batch, print the summary and exit.
         #[arg(long)]
-        keep_running: bool,
+        no_serve: bool,
+        /// After the batch, keep publishing live flow at this many orders/s until Ctrl-C.
+        #[arg(long, default_value_t = 50.0)]
+        live_rate: f64,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// Host only the embedded Kafka broker (with the standard topics) until Ctrl-C.
     Broker {
@@ -133,13 +140,16 @@ fn main() -> anyhow::Result<()> {
         Command::Demo {
             flow,
             rate,
-            keep_running,
+            no_serve,
+            live_rate,
+            serve,
         } => {
             let shutdown = Shutdown::on_signals()?;
             let cfg = demo::DemoConfig {
                 flow: flow.config(),
                 rate,
-                keep_running,
+                serve: (!no_serve).then_some(serve),
+                live_rate,
             };
             demo::run(&cfg, &instruments, &shutdown)?;
         }

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config zlib1g-dev; do
+# chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs).
+for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,6 +9,7 @@ use crate::kafka::{read_topic, KafkaArgs};
 use crate::matchmaker::{self, Counters};
 use crate::schema::{AnalyticsKind, BarMessage, LeaderboardMessage, SmaMessage};
 use crate::schema::{BookMessage, TradeMessage};
+use crate::serving::{self, ServeArgs};
 use crate::shutdown::Shutdown;
 use crate::simulate::{render, InstrumentSummary, Summary};
 use anyhow::{anyhow, Context as _};
@@ -26,8 +27,11 @@ pub struct DemoConfig {
     pub flow: FlowConfig,
     /// Publishing rate (orders/s of wall-clock time; 0 = as fast as possible).
     pub rate: f64,
-    /// Keep the broker up after the run until Ctrl-C, for kcat.
-    pub keep_running: bool,
+    /// Serve the API and dashboard (and keep running with live flow until Ctrl-C); None: run the
+    /// batch, print the summary and exit.
+    pub serve: Option<ServeArgs>,
+    /// Live flow after the batch while serving, in orders/s (0: none, the market stays still).
+    pub live_rate: f64,
 }
 
 /// What the demo measured and verified.
@@ -202,6 +206,15 @@ pub fn run(
         broker.bootstrap()
     );
 
+    let server = match &config.serve {
+        Some(args) => {
+            let server = serving::spawn(&kafka, instruments, args, shutdown)?;
+            println!("dashboard and API at {}", server.url());
+            Some(server)
+        }
+        None => None,
+    };
+
     let mm = matchmaker::spawn(&kafka, instruments, matchmaker::Options::default())?;
     let counters = mm.counters.clone();
     let sma = analytics::sma::spawn(&kafka, instruments, AnalyticsArgs::default())?;
@@ -259,14 +272,8 @@ pub fn run(
             Counters::get(&c.consumed) >= trades || shutdown.is_triggered()
         });
     }
-    let mm_result = mm.stop();
-    let sma_result = sma.stop();
-    let profit_result = profit.stop();
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
-    mm_result.context("match maker")?;
-    sma_result.context("SMA calculator")?;
-    profit_result.context("profit calculator")?;
     let seconds = started.elapsed().as_secs_f64();
 
     let (mut summary, trades_on_topic) = summarize_topics(&kafka, instruments)?;
@@ -305,18 +312,55 @@ pub fn run(
             "FAILED"
         }
     );
-    if config.keep_running {
+    if let Some(server) = &server {
         println!(
-            "broker still running at {} — Ctrl-C to stop",
-            broker.bootstrap()
+            "live: {} orders/s on top; dashboard at {} — Ctrl-C to stop",
+            config.live_rate,
+            server.url()
         );
-        while !shutdown.is_triggered() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        live(config, instruments, &kafka, shutdown)?;
+    }
+    shutdown.trigger();
+    let mm_result = mm.stop();
+    let sma_result = sma.stop();
+    let profit_result = profit.stop();
+    mm_result.context("match maker")?;
+    sma_result.context("SMA calculator")?;
+    profit_result.context("profit calculator")?;
+    if let Some(server) = server {
+        server.join().context("market view")?;
     }
     drop(broker);
     if !ok {
         return Err(anyhow!("demo consistency check failed"));
     }
     Ok(report)
+}
+
+/// The live phase: a fresh endless flow (its own seed and id range, event time from now) at
+/// `config.live_rate` orders/s until `shutdown`; with rate 0, only waits.
+fn live(
+    config: &DemoConfig,
+    instruments: &Instruments,
+    kafka: &KafkaArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    if config.live_rate <= 0.0 {
+        while !shutdown.is_triggered() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return Ok(());
+    }
+    let flow = FlowConfig {
+        // Shapes the flow only (opening phase, resting orders); the flow itself has no end.
+        count: 20_000,
+        seed: config.flow.seed.wrapping_add(1),
+        event_rate: config.live_rate,
+        start_ms: chrono::Utc::now().timestamp_millis(),
+        first_order_id: 2_000_000_001,
+        ..config.flow.clone()
+    };
+    let items = generator::endless_flow(&flow, instruments).map(|(k, p, t)| (k, p, Some(t)));
+    generator::publish(kafka, items, u64::MAX, config.live_rate, false, shutdown)?;
+    Ok(())
 }

@@ -82,10 +82,28 @@ pub fn to_command(r: &Request, instruments: &Instruments) -> Command {
     }
 }
 
-/// The generated flow as `(instrument key, JSON payload, event time)`, deterministic per seed.
+/// The generated flow as `(instrument key, JSON payload, event time)`, deterministic per seed:
+/// `config.count` commands.
 pub fn flow<'a>(
     config: &'a FlowConfig,
     instruments: &'a Instruments,
+) -> impl Iterator<Item = (String, Vec<u8>, i64)> + 'a {
+    shaped_flow(config, instruments, config.count)
+}
+
+/// Like [`flow`], but without end (`config.count` only shapes the flow: its opening phase and
+/// how many orders rest) — for live demos that publish at a rate until stopped.
+pub fn endless_flow<'a>(
+    config: &'a FlowConfig,
+    instruments: &'a Instruments,
+) -> impl Iterator<Item = (String, Vec<u8>, i64)> + 'a {
+    shaped_flow(config, instruments, usize::MAX)
+}
+
+fn shaped_flow<'a>(
+    config: &'a FlowConfig,
+    instruments: &'a Instruments,
+    limit: usize,
 ) -> impl Iterator<Item = (String, Vec<u8>, i64)> + 'a {
     let wc = WorkloadConfig {
         messages: config.count,
@@ -98,20 +116,18 @@ pub fn flow<'a>(
     let mut clock = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_c10c);
     let mut t = config.start_ms as f64;
     let mean_gap_ms = 1000.0 / config.event_rate.max(1e-9);
-    Generator::new(&wc, instruments)
-        .take(config.count)
-        .map(move |r| {
-            let u: f64 = clock.random_range(f64::EPSILON..1.0);
-            t += -u.ln() * mean_gap_ms;
-            let ts = t as i64;
-            let cmd = to_command(&r, instruments);
-            let msg = OrderMessage::from_command(&cmd, ts);
-            (
-                cmd.symbol().to_string(),
-                serde_json::to_vec(&msg).expect("order serializes"),
-                ts,
-            )
-        })
+    Generator::new(&wc, instruments).take(limit).map(move |r| {
+        let u: f64 = clock.random_range(f64::EPSILON..1.0);
+        t += -u.ln() * mean_gap_ms;
+        let ts = t as i64;
+        let cmd = to_command(&r, instruments);
+        let msg = OrderMessage::from_command(&cmd, ts);
+        (
+            cmd.symbol().to_string(),
+            serde_json::to_vec(&msg).expect("order serializes"),
+            ts,
+        )
+    })
 }
 
 /// Reads orders from a file: JSON lines (`.jsonl`/`.json`, one order per line, published as

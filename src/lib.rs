@@ -14,6 +14,7 @@
 //!   output by deterministic replay.
 //! - [`matchmaker`]: the match-maker job.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`serving`]: the market-view job: HTTP API, order entry and the live dashboard.
 //! - [`analytics`]: the SMA-calculator and profit-calculator jobs (Polars, via `kappa-analytics`).
 //! - [`bench`]: the end-to-end pipeline benchmark.
 //! - [`demo`]: the one-command demo on the embedded broker.
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod matchmaker;
 pub mod processor;
 pub mod schema;
+pub mod serving;
 pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;

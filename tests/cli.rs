@@ -46,7 +46,7 @@ fn bad_instrument_file_is_a_clear_error() {
 
 #[test]
 fn demo_runs_the_pipeline_and_its_consistency_check_passes() {
-    let out = kappa(&["demo", "--count", "5000", "--seed", "8"]);
+    let out = kappa(&["demo", "--count", "5000", "--seed", "8", "--no-serve"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -87,6 +87,10 @@ fn every_job_has_help() {
                 "--idle-exit-ms",
                 "-X",
             ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_market-view"),
+            &["--bind", "--brokers", "--max-body", "--tape", "-X"][..],
         ),
         (
             env!("CARGO_BIN_EXE_kappa"),

@@ -1,0 +1,472 @@
+//! The HTTP API and the dashboard's live stream (axum). Handlers only read the shared
+//! [`MarketState`] or hand a validated order to the producer; every error is a JSON body
+//! `{"error": <code>, "detail": <text>}` with a 4xx/5xx status, including malformed paths, query
+//! strings and oversized bodies, and a panic in a handler becomes a 500, never a dead server.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/` | the dashboard (single page, no external resources) |
+//! | GET | `/instruments` | instruments with last price, best bid/ask, trades, volume |
+//! | GET | `/book/{instrument}?depth=1..5` | top of book with spread and mid |
+//! | GET | `/trades/{instrument}?limit=1..` | recent trades, newest first |
+//! | GET | `/bars/{instrument}?limit=1..` | closed OHLCV bars with their SMAs, oldest first |
+//! | GET | `/pnl/{trader}` | positions and realized/unrealized P&L |
+//! | GET | `/leaderboard` | the latest P&L leaderboard |
+//! | GET | `/orders/{id}` | last known status of an order |
+//! | POST | `/orders` | new order → 202 `{id}`, or 400 with the validation reason |
+//! | POST | `/orders/{id}/cancel`, `/orders/{id}/amend` | 202, or 400/404 with the reason |
+//! | GET | `/stream/{instrument}` | Server-Sent Events: a snapshot, then conflated deltas |
+//! | GET | `/healthz`, `/readyz`, `/stats` | liveness, readiness (caught up), feed counts |
+
+use super::orders::{self, IdAllocator, Prepared, Refused};
+use super::state::MarketState;
+use crate::topics::partition_for;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kappa_engine::Instruments;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+/// The dashboard page (HTML, CSS and JavaScript in one file; no network needed).
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Top-of-book depth the `book` topic carries.
+pub const MAX_DEPTH: usize = 5;
+
+/// Counters of the API's own work.
+#[derive(Debug, Default)]
+pub struct ApiCounters {
+    pub orders_published: AtomicU64,
+    pub orders_refused: AtomicU64,
+    pub publish_failures: AtomicU64,
+}
+
+/// Where validated orders go.
+pub struct OrderSink {
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub partitions: i32,
+}
+
+/// Everything the handlers share.
+pub struct Shared {
+    pub state: Arc<RwLock<MarketState>>,
+    pub ready: Arc<AtomicBool>,
+    pub stopping: Arc<AtomicBool>,
+    pub instruments: Instruments,
+    pub ids: IdAllocator,
+    pub sink: OrderSink,
+    pub push_interval: Duration,
+    pub counters: ApiCounters,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, MarketState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type App = Arc<Shared>;
+
+/// An API error: status, stable code, detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn bad(error: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, detail)
+    }
+
+    fn not_found(error: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, error, detail)
+    }
+
+    fn unknown_instrument(symbol: &str) -> Self {
+        Self::not_found(
+            "unknown_instrument",
+            format!("no instrument {symbol:?}; see /instruments"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let status = if r.reason == "unknown_order" {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, r.reason, r.detail)
+    }
+}
+
+/// A path parameter whose extraction errors are JSON.
+struct PathParam<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| PathParam(v))
+            .map_err(|e| ApiError::bad("invalid_path", e.body_text()))
+    }
+}
+
+/// Query parameters (only the names a route accepts), with JSON errors.
+struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| ApiError::bad("invalid_query", e.body_text()))
+    }
+}
+
+impl Params {
+    /// Refuses parameters other than `allowed` (a typo should not be silently ignored).
+    fn only(self, allowed: &[&str]) -> Result<Self, ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::bad(
+                "invalid_parameter",
+                format!("unknown parameter {k:?}; accepted: {}", allowed.join(", ")),
+            )),
+            None => Ok(self),
+        }
+    }
+
+    /// An integer parameter in `1..=max`, or `default` when absent.
+    fn count(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "invalid_parameter",
+                        format!("{name} must be an integer from 1 to {max}, not {v:?}"),
+                    )
+                }),
+        }
+    }
+}
+
+/// The request body, with an oversized body reported as JSON.
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Builds the router.
+pub fn router(app: App, max_body: usize) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/instruments", get(instruments))
+        .route("/book/{instrument}", get(book))
+        .route("/trades/{instrument}", get(trades))
+        .route("/bars/{instrument}", get(bars))
+        .route("/pnl/{trader}", get(pnl))
+        .route("/leaderboard", get(leaderboard))
+        .route("/orders", post(new_order))
+        .route("/orders/{id}", get(order_status))
+        .route("/orders/{id}/cancel", post(cancel_order))
+        .route("/orders/{id}/amend", post(amend_order))
+        .route("/stream/{instrument}", get(stream))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/stats", get(stats))
+        .fallback(|| async {
+            ApiError::not_found("not_found", "no such endpoint; see / for the dashboard")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed",
+            )
+            .into_response()
+        }))
+        .with_state(app)
+}
+
+async fn dashboard() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD))
+}
+
+async fn instruments(State(app): State<App>) -> impl IntoResponse {
+    Json(app.read().instruments())
+}
+
+async fn book(
+    State(app): State<App>,
+    PathParam(symbol): PathParam<String>,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let depth = params
+        .only(&["depth"])?
+        .count("depth", MAX_DEPTH, MAX_DEPTH)?;
+    let view = app.read().book(&symbol, depth);
+    view.map(Json)
+        .ok_or_else(|| ApiError::unknown_instrument(&symbol))
+}
+
+async fn trades(
+    State(app): State<App>,
+    PathParam(symbol): PathParam<String>,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = params.only(&["limit"])?.count("limit", 50, 10_000)?;
+    let view = app.read().trades(&symbol, limit);
+    view.map(Json)
+        .ok_or_else(|| ApiError::unknown_instrument(&symbol))
+}
+
+async fn bars(
+    State(app): State<App>,
+    PathParam(symbol): PathParam<String>,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = params.only(&["limit"])?.count("limit", 100, 100_000)?;
+    let view = app.read().bars(&symbol, limit);
+    view.map(Json)
+        .ok_or_else(|| ApiError::unknown_instrument(&symbol))
+}
+
+async fn pnl(
+    State(app): State<App>,
+    PathParam(trader): PathParam<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let view = app.read().pnl(&trader);
+    view.map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_trader",
+            format!("no P&L for trader {trader:?} (no trades yet?)"),
+        )
+    })
+}
+
+async fn leaderboard(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    let board = app.read().leaderboard().cloned();
+    board.map(Json).ok_or_else(|| {
+        ApiError::not_found("no_leaderboard", "no leaderboard has been published yet")
+    })
+}
+
+fn order_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad(
+            "invalid_order_id",
+            format!("order id must be a positive integer, not {text:?}"),
+        )
+    })
+}
+
+async fn order_status(
+    State(app): State<App>,
+    PathParam(id): PathParam<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = order_id(&id)?;
+    let status = app.read().order(id).cloned();
+    status.map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_order",
+            format!("order {id} has no status here (not yet processed, or forgotten)"),
+        )
+    })
+}
+
+/// Publishes a validated order; answers 202 once the broker has it.
+async fn publish(app: &Shared, p: Prepared) -> Result<Response, ApiError> {
+    let partition = partition_for(p.key.as_bytes(), app.sink.partitions);
+    let record = FutureRecord::to(&app.sink.topic)
+        .partition(partition)
+        .key(&p.key)
+        .payload(&p.payload);
+    match app.sink.producer.send(record, Duration::from_secs(5)).await {
+        Ok(_) => {
+            app.counters
+                .orders_published
+                .fetch_add(1, Ordering::Relaxed);
+            let body = json!({"id": p.id, "status": "SUBMITTED", "order": p.message});
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        Err((e, _)) => {
+            app.counters
+                .publish_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "publishing an order failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the order was not published: {e}"),
+            ))
+        }
+    }
+}
+
+fn refused(app: &Shared, r: Refused) -> ApiError {
+    app.counters.orders_refused.fetch_add(1, Ordering::Relaxed);
+    r.into()
+}
+
+async fn new_order(
+    State(app): State<App>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let p = orders::new_order(&b, &app.instruments, &app.ids, now_ms())
+        .map_err(|r| refused(&app, r))?;
+    publish(&app, p).await
+}
+
+async fn change(
+    app: App,
+    id: String,
+    amend: bool,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = order_id(&id)?;
+    let b = body(b)?;
+    let known = app.read().order(id).cloned();
+    let p = orders::change_order(id, amend, &b, known.as_ref(), &app.instruments, now_ms())
+        .map_err(|r| refused(&app, r))?;
+    publish(&app, p).await
+}
+
+async fn cancel_order(
+    State(app): State<App>,
+    PathParam(id): PathParam<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    change(app, id, false, b).await
+}
+
+async fn amend_order(
+    State(app): State<App>,
+    PathParam(id): PathParam<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    change(app, id, true, b).await
+}
+
+/// Server-Sent Events for one instrument: a `snapshot` event with the full state first, then one
+/// `delta` per push interval with whatever changed (nothing is sent while nothing changes).
+async fn stream(
+    State(app): State<App>,
+    PathParam(symbol): PathParam<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !app.read().knows_instrument(&symbol) {
+        return Err(ApiError::unknown_instrument(&symbol));
+    }
+    let events =
+        futures_util::stream::unfold((app, symbol, 0u64), |(app, symbol, seen)| async move {
+            let mut first = seen == 0;
+            loop {
+                if !first {
+                    tokio::time::sleep(app.push_interval).await;
+                }
+                first = false;
+                if app.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let delta = app.read().delta(&symbol, seen)?;
+                if delta.is_empty() && seen != 0 {
+                    continue;
+                }
+                let version = delta.version.max(1);
+                let name = if seen == 0 { "snapshot" } else { "delta" };
+                let event = Event::default().event(name).json_data(&delta).ok()?;
+                return Some((Ok::<_, Infallible>(event), (app, symbol, version)));
+            }
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.ready.load(Ordering::Relaxed) {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "catching_up"})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Stats {
+    ready: bool,
+    version: u64,
+    feed: super::state::FeedCounts,
+    orders_published: u64,
+    orders_refused: u64,
+    publish_failures: u64,
+}
+
+async fn stats(State(app): State<App>) -> impl IntoResponse {
+    let (version, feed) = {
+        let s = app.read();
+        (s.version(), s.counts())
+    };
+    let c = &app.counters;
+    Json(Stats {
+        ready: app.ready.load(Ordering::Relaxed),
+        version,
+        feed,
+        orders_published: c.orders_published.load(Ordering::Relaxed),
+        orders_refused: c.orders_refused.load(Ordering::Relaxed),
+        publish_failures: c.publish_failures.load(Ordering::Relaxed),
+    })
+}

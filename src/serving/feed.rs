@@ -1,0 +1,147 @@
+//! The serving layer's Kafka side: reads every partition of `book`, `trades`, `order-events` and
+//! `analytics` from the earliest retained offset (by assignment: every replica needs all of it,
+//! so there is no consumer group to join) into the [`MarketState`], and reports readiness once
+//! every partition has been read up to the end it had when the server started.
+
+use super::state::MarketState;
+use crate::kafka::{partition_count, KafkaArgs};
+use crate::schema::{
+    AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, PnlMessage,
+    SmaMessage, TradeMessage,
+};
+use crate::shutdown::Shutdown;
+use crate::topics::Topics;
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// One decoded message of a topic the server reads.
+#[derive(Debug)]
+pub enum Update {
+    Book(BookMessage),
+    Trade(TradeMessage),
+    OrderEvent(OrderEventMessage),
+    Bar(BarMessage),
+    Sma(SmaMessage),
+    Pnl(PnlMessage),
+    Leaderboard(LeaderboardMessage),
+}
+
+/// Decodes a message of `topic`; None when it does not decode (counted by the caller).
+pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Option<Update> {
+    fn json<T: serde::de::DeserializeOwned>(p: &[u8]) -> Option<T> {
+        serde_json::from_slice(p).ok()
+    }
+    if topic == topics.book {
+        json(payload).map(Update::Book)
+    } else if topic == topics.trades {
+        json(payload).map(Update::Trade)
+    } else if topic == topics.order_events {
+        json(payload).map(Update::OrderEvent)
+    } else if topic == topics.analytics {
+        match json::<AnalyticsKind>(payload)?.kind.as_str() {
+            "bar" => json(payload).map(Update::Bar),
+            "sma" => json(payload).map(Update::Sma),
+            "pnl" => json(payload).map(Update::Pnl),
+            "leaderboard" => json(payload).map(Update::Leaderboard),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+/// Applies one update to the state.
+pub fn apply(state: &mut MarketState, update: Option<Update>) {
+    match update {
+        Some(Update::Book(m)) => state.apply_book(m),
+        Some(Update::Trade(m)) => state.apply_trade(m),
+        Some(Update::OrderEvent(m)) => state.apply_order_event(m),
+        Some(Update::Bar(m)) => state.apply_bar(m),
+        Some(Update::Sma(m)) => state.apply_sma(m),
+        Some(Update::Pnl(m)) => state.apply_pnl(m),
+        Some(Update::Leaderboard(m)) => state.apply_leaderboard(m),
+        None => state.count_undecodable(),
+    }
+}
+
+/// Most messages decoded before the state's write lock is taken once for all of them.
+const BATCH: usize = 2_000;
+
+/// Reads the topics into `state` until `shutdown`; sets `ready` once caught up.
+pub fn run(
+    kafka: &KafkaArgs,
+    state: &RwLock<MarketState>,
+    ready: &AtomicBool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let topics = kafka.topics();
+    let consumer: BaseConsumer = kafka
+        .reader()
+        .set("enable.partition.eof", "false")
+        .create()
+        .context("creating the feed consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    // Where each partition ended when the server started: caught up = read up to there.
+    let mut pending: Vec<(String, i32, i64)> = Vec::new();
+    for topic in [
+        &topics.book,
+        &topics.trades,
+        &topics.order_events,
+        &topics.analytics,
+    ] {
+        for p in 0..partition_count(&consumer, topic)? {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("watermarks of {topic}/{p}"))?;
+            if high > low {
+                pending.push((topic.clone(), p, high));
+            }
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .context("assigning the feed partitions")?;
+    let mut batch = Vec::with_capacity(BATCH);
+    while !shutdown.is_triggered() {
+        let mut timeout = Duration::from_millis(100);
+        while batch.len() < BATCH {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    batch.push(decode(&topics, m.topic(), m.payload().unwrap_or_default()));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "feed consumer error"),
+            }
+            timeout = Duration::ZERO;
+        }
+        if !batch.is_empty() {
+            let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+            for update in batch.drain(..) {
+                apply(&mut s, update);
+            }
+        }
+        if !pending.is_empty() {
+            if let Ok(positions) = consumer.position() {
+                pending.retain(|(topic, p, end)| {
+                    !matches!(
+                        positions.find_partition(topic, *p).map(|e| e.offset()),
+                        Some(Offset::Offset(pos)) if pos >= *end
+                    )
+                });
+            }
+            if pending.is_empty() {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!("serving state caught up with the topics");
+            }
+        } else if !ready.load(Ordering::Relaxed) {
+            ready.store(true, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}

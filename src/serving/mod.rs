@@ -1,0 +1,177 @@
+//! The serving layer (`market-view` job): the latest market state read from the output topics,
+//! served as an HTTP JSON API, a live dashboard (Server-Sent Events) and an order-entry API that
+//! publishes validated orders to `orders`.
+//!
+//! - [`state`]: the bounded in-memory state and its queries (pure).
+//! - [`feed`]: topics → state, and readiness.
+//! - [`orders`]: order-entry validation (pure).
+//! - [`api`]: the axum router.
+//!
+//! The server reads the topics by assignment from the earliest offset, so any number of replicas
+//! can serve the same data, and a restarted replica rebuilds its state by replay (Kappa).
+
+pub mod api;
+pub mod feed;
+pub mod orders;
+pub mod state;
+
+use crate::kafka::{partition_count, KafkaArgs};
+use crate::shutdown::Shutdown;
+use anyhow::Context as _;
+use kappa_engine::Instruments;
+use rdkafka::consumer::BaseConsumer;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Settings of the serving layer.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to serve the API and dashboard on (0.0.0.0:PORT to accept remote clients).
+    #[arg(long, env = "KAPPA_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Trades kept per instrument for the tape.
+    #[arg(long, default_value_t = 200)]
+    pub tape: usize,
+    /// Bars kept per instrument.
+    #[arg(long, default_value_t = 720)]
+    pub bars: usize,
+    /// Orders whose last status is kept for `GET /orders/{id}`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub orders_kept: usize,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_body: usize,
+    /// Interval between live updates pushed to dashboards, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    pub push_interval_ms: u64,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tape: 200,
+            bars: 720,
+            orders_kept: 1_000_000,
+            max_body: 16 * 1024,
+            push_interval_ms: 250,
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// The dashboard's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Waits for the server to stop (after its shutdown flag is triggered).
+    pub fn join(self) -> anyhow::Result<()> {
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the server thread panicked"))?
+    }
+}
+
+/// Binds `args.bind`, starts the feed and the HTTP server on their own threads, and returns at
+/// once. Both stop when `shutdown` is triggered.
+pub fn spawn(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    args: &ServeArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Server> {
+    let listener = std::net::TcpListener::bind(args.bind).with_context(|| {
+        format!(
+            "binding {} (use --bind to choose another address)",
+            args.bind
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let limits = state::Limits {
+        trades: args.tape.max(1),
+        bars: args.bars.max(1),
+        orders: args.orders_kept.max(1),
+    };
+    let market = Arc::new(RwLock::new(state::MarketState::new(instruments, limits)));
+    let ready = Arc::new(AtomicBool::new(false));
+    let topics = kafka.topics();
+    let metadata: BaseConsumer = kafka.reader().create()?;
+    let sink = api::OrderSink {
+        producer: kafka
+            .producer()
+            .create()
+            .context("creating the order producer")?,
+        partitions: partition_count(&metadata, &topics.orders)?,
+        topic: topics.orders,
+    };
+    let first_id = chrono::Utc::now().timestamp_micros().max(1) as u64;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(api::Shared {
+        state: market.clone(),
+        ready: ready.clone(),
+        stopping: stopping.clone(),
+        instruments: instruments.clone(),
+        ids: orders::IdAllocator::starting_at(first_id),
+        sink,
+        push_interval: Duration::from_millis(args.push_interval_ms.max(10)),
+        counters: api::ApiCounters::default(),
+    });
+
+    let feed = {
+        let (kafka, shutdown) = (kafka.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("market-view-feed".into())
+            .spawn(move || feed::run(&kafka, &market, &ready, &shutdown))?
+    };
+    let router = api::router(shared, args.max_body);
+    let shutdown = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("market-view-http".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let served = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        while !shutdown.is_triggered() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        // Ends the live streams, which would otherwise hold the shutdown open.
+                        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .await
+            });
+            let fed = feed
+                .join()
+                .map_err(|_| anyhow::anyhow!("the feed thread panicked"))?;
+            served.context("serving HTTP")?;
+            fed.context("reading the topics")
+        })?;
+    Ok(Server { addr, thread })
+}
+
+/// Runs the server until `shutdown`.
+pub fn run(
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    args: &ServeArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let server = spawn(kafka, instruments, args, shutdown)?;
+    tracing::info!(url = %server.url(), "market view serving");
+    server.join()
+}

@@ -1,0 +1,301 @@
+//! A real browser against the real demo: headless Chromium (driven through chromedriver's W3C
+//! WebDriver API) loads the dashboard while `kappa demo` runs with live flow, and the test checks
+//! that the order book, trade tape, chart and leaderboard render with live values that keep
+//! changing, that the values agree with the HTTP API, and that the instrument picker works. A
+//! screenshot is saved to `target/tmp/dashboard.png`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (installed by `scripts/setup.sh`); paths can be
+//! overridden with `KAPPA_CHROMIUM` and `KAPPA_CHROMEDRIVER`.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tool(env: &str, default: &str) -> String {
+    let path = std::env::var(env).unwrap_or_else(|_| default.to_string());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} not found: install Debian's chromium and chromium-driver (scripts/setup.sh does), or set {env}"
+    );
+    path
+}
+
+/// A minimal W3C WebDriver client.
+struct Driver {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Driver {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match resp {
+            Ok(r) => r.into_json::<Value>().unwrap()["value"].take(),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!(
+                    "webdriver {method} {path}: {code} {}",
+                    r.into_string().unwrap_or_default()
+                )
+            }
+            Err(e) => panic!("webdriver {method} {path}: {e}"),
+        }
+    }
+
+    fn script(&self, session: &str, js: &str) -> Value {
+        self.call(
+            "POST",
+            &format!("/session/{session}/execute/sync"),
+            Some(json!({"script": js, "args": []})),
+        )
+    }
+}
+
+/// What the page shows, read from the DOM.
+const READ_PAGE: &str = r#"
+const q = (s) => document.querySelector(s);
+const texts = (s) => [...document.querySelectorAll(s)].map((e) => e.textContent.trim());
+const tape = [...document.querySelectorAll('#tape tbody tr[data-trade-id]')];
+return {
+  instrument: q('#book-inst').textContent,
+  bids: texts('#book-bids tbody tr.bid td:first-child'),
+  asks: texts('#book-asks tbody tr.ask td:first-child'),
+  spread: q('#spread-value') ? q('#spread-value').textContent : null,
+  tape: tape.map((r) => r.getAttribute('data-trade-id')),
+  tape_prices: tape.map((r) => r.children[1].textContent),
+  chart_bars: Number(q('#chart').dataset.bars || 0),
+  board: texts('#board tbody tr[data-trader]').length,
+  status: q('#status').textContent,
+  updates: Number(document.body.dataset.updates || 0),
+};
+"#;
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> Option<Value>) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn is_price(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 2
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[test]
+fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium() {
+    let chromium = tool("KAPPA_CHROMIUM", "/usr/bin/chromium");
+    let chromedriver = tool("KAPPA_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let (web, wd) = (free_port(), free_port());
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .args([
+            "demo",
+            "--count",
+            "10000",
+            "--live-rate",
+            "100",
+            "--push-interval-ms",
+            "100",
+        ])
+        .args(["--bind", &format!("127.0.0.1:{web}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = demo.stdout.take().unwrap();
+    let mut children = Killed(vec![demo]);
+    // Wait for the batch to be verified and the live phase to start.
+    let mut lines = BufReader::new(out).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("demo ended early:\n{}", seen.join("\n")))
+            .unwrap();
+        if line.starts_with("live:") {
+            break;
+        }
+        seen.push(line);
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("dashboard and API at http://127.0.0.1:{web}/"))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("consistency check: OK")),
+        "{seen:?}"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+
+    children.0.push(
+        Command::new(&chromedriver)
+            .arg(format!("--port={wd}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let driver = Driver {
+        base: format!("http://127.0.0.1:{wd}"),
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build(),
+    };
+    wait_for("chromedriver", Duration::from_secs(20), || {
+        let r = driver
+            .agent
+            .get(&format!("{}/status", driver.base))
+            .call()
+            .ok()?;
+        let v: Value = r.into_json().ok()?;
+        v["value"]["ready"].as_bool().filter(|r| *r).map(|_| v)
+    });
+    let session = driver.call(
+        "POST",
+        "/session",
+        Some(json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--window-size=1400,950"]
+        }}}})),
+    )["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("http://127.0.0.1:{web}/#TCS");
+    driver.call(
+        "POST",
+        &format!("/session/{session}/url"),
+        Some(json!({"url": url})),
+    );
+
+    // The book, tape, chart and leaderboard render with real values.
+    let first = wait_for("the dashboard to render", Duration::from_secs(30), || {
+        let v = driver.script(&session, READ_PAGE);
+        let ok = v["instrument"] == "TCS"
+            && v["status"] == "live"
+            && v["bids"].as_array()?.len() == 5
+            && v["asks"].as_array()?.len() == 5
+            && !v["tape"].as_array()?.is_empty()
+            && v["chart_bars"].as_u64()? > 0
+            && v["board"].as_u64()? > 0;
+        ok.then_some(v)
+    });
+    assert!(
+        first["bids"].as_array().unwrap().iter().all(is_price),
+        "{first}"
+    );
+    assert!(
+        first["asks"].as_array().unwrap().iter().all(is_price),
+        "{first}"
+    );
+    assert!(is_price(&first["spread"]), "{first}");
+    assert!(
+        first["tape_prices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(is_price),
+        "{first}"
+    );
+    let bid: f64 = first["bids"][0].as_str().unwrap().parse().unwrap();
+    let ask: f64 = first["asks"][4].as_str().unwrap().parse().unwrap();
+    assert!(
+        bid < ask,
+        "best bid {bid} must be below best ask {ask}: {first}"
+    );
+
+    // The displayed trades are real: every one is on the API's tape.
+    let api: Value = ureq::get(&format!("http://127.0.0.1:{web}/trades/TCS?limit=200"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let api_ids: Vec<String> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["trade_id"].to_string())
+        .collect();
+    let shown = first["tape"].as_array().unwrap();
+    assert!(
+        shown
+            .iter()
+            .all(|id| api_ids.contains(&id.as_str().unwrap().to_string())),
+        "{shown:?} vs {api_ids:?}"
+    );
+
+    // Live: new trades arrive on the tape without a reload.
+    let newest = first["tape"][0].clone();
+    let later = wait_for("a new trade on the tape", Duration::from_secs(60), || {
+        let v = driver.script(&session, READ_PAGE);
+        (v["tape"][0] != newest).then_some(v)
+    });
+    assert!(
+        later["updates"].as_u64() > first["updates"].as_u64(),
+        "{later}"
+    );
+
+    let shot = driver.call("GET", &format!("/session/{session}/screenshot"), None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, &png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+
+    // The instrument picker switches the whole page.
+    driver.script(
+        &session,
+        "document.querySelector('#picker [data-symbol=INFY]').click(); return null;",
+    );
+    let infy = wait_for("the INFY book", Duration::from_secs(30), || {
+        let v = driver.script(&session, READ_PAGE);
+        (v["instrument"] == "INFY"
+            && !v["bids"].as_array()?.is_empty()
+            && !v["tape"].as_array()?.is_empty())
+        .then_some(v)
+    });
+    let infy_bid: f64 = infy["bids"][0].as_str().unwrap().parse().unwrap();
+    assert!(
+        infy_bid > 100.0,
+        "INFY trades near 1500, not at TCS's price: {infy}"
+    );
+
+    driver.call("DELETE", &format!("/session/{session}"), None);
+}

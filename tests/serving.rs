@@ -1,0 +1,413 @@
+//! The market-view job (a real process) against the embedded broker with generated flow: every
+//! query endpoint is compared with what is on the topics, order entry publishes exactly the valid
+//! requests (and the match maker acts on them), errors are JSON with the right status, and the
+//! live stream sends a snapshot then deltas.
+
+mod support;
+
+use kappa_exchange::embedded::TopicLayout;
+use kappa_exchange::kafka::{partition_count, read_topic};
+use kappa_exchange::schema::{
+    AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, OrderMessage,
+    PnlMessage, TradeMessage,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn get(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.agent.get(&format!("{}{path}", self.base)).call())
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        Self::answer(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .set("content-type", "application/json")
+                .send_string(body),
+        )
+    }
+
+    fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let status = resp.status();
+        let body: Value = resp.into_json().expect("every answer is JSON");
+        (status, body)
+    }
+
+    /// Polls `path` until `ok` holds for its JSON (or fails after 30 s).
+    fn until(&self, path: &str, ok: impl Fn(u16, &Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, v) = self.get(path);
+            if ok(s, &v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} never satisfied the condition: {s} {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn high_watermark(reader: &BaseConsumer, topic: &str) -> i64 {
+    (0..partition_count(reader, topic).unwrap())
+        .map(|q| {
+            reader
+                .fetch_watermarks(topic, q, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+fn d(v: &Value) -> Decimal {
+    v.to_string().trim_matches('"').parse().unwrap()
+}
+
+#[test]
+fn market_view_serves_the_topics_and_accepts_orders() {
+    let p = start(TopicLayout::default());
+    publish(&p, &flow(8_000, 5));
+    let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
+    wait(&mut mm, Duration::from_secs(120));
+    let until_end = ["--until-end", "--window", "100ms"];
+    let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &until_end);
+    let mut profit = job(&p, env!("CARGO_BIN_EXE_profit-calculator"), &until_end);
+    wait(&mut sma, Duration::from_secs(120));
+    wait(&mut profit, Duration::from_secs(120));
+
+    // Now the serving job, and a live match maker (it rebuilds its books by replay) for orders
+    // placed through the API.
+    let port = free_port();
+    let mut children = Killed(vec![
+        match_maker(&p, &[]),
+        job(
+            &p,
+            env!("CARGO_BIN_EXE_market-view"),
+            &[
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--push-interval-ms",
+                "50",
+            ],
+        ),
+    ]);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = api.agent.get(&format!("{}/readyz", api.base)).call() {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "market-view never became ready");
+        if let Some(status) = children.0[1].try_wait().unwrap() {
+            panic!("market-view exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let reader = reader(&p);
+    let events_on_topic = high_watermark(&reader, "order-events");
+    let (_, stats) = api.get("/stats");
+    assert_eq!(
+        stats["feed"]["order_events"].as_i64(),
+        Some(events_on_topic),
+        "{stats}"
+    );
+    assert_eq!(stats["feed"]["undecodable"].as_i64(), Some(0), "{stats}");
+
+    // --- Queries equal what is on the topics.
+    let mut books: HashMap<String, BookMessage> = HashMap::new();
+    let mut trades: Vec<TradeMessage> = Vec::new();
+    let mut events: HashMap<u64, OrderEventMessage> = HashMap::new();
+    read_topic(&reader, "book", |m| {
+        let b: BookMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        books.insert(b.instrument.clone(), b);
+    })
+    .unwrap();
+    read_topic(&reader, "trades", |m| {
+        trades.push(serde_json::from_slice(m.payload().unwrap()).unwrap())
+    })
+    .unwrap();
+    read_topic(&reader, "order-events", |m| {
+        let e: OrderEventMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        events.insert(e.order_id, e);
+    })
+    .unwrap();
+    let (mut bars, mut pnl, mut board) = (Vec::new(), HashMap::new(), None::<LeaderboardMessage>);
+    read_topic(&reader, "analytics", |m| {
+        let payload = m.payload().unwrap();
+        match serde_json::from_slice::<AnalyticsKind>(payload)
+            .unwrap()
+            .kind
+            .as_str()
+        {
+            "bar" => bars.push(serde_json::from_slice::<BarMessage>(payload).unwrap()),
+            "pnl" => {
+                let r: PnlMessage = serde_json::from_slice(payload).unwrap();
+                pnl.insert((r.trader.clone(), r.instrument.clone()), r);
+            }
+            "leaderboard" => {
+                let b: LeaderboardMessage = serde_json::from_slice(payload).unwrap();
+                if board.as_ref().is_none_or(|x| b.end_ms >= x.end_ms) {
+                    board = Some(b);
+                }
+            }
+            _ => {}
+        }
+    })
+    .unwrap();
+    assert!(!trades.is_empty() && !bars.is_empty() && !pnl.is_empty() && board.is_some());
+
+    let (s, list) = api.get("/instruments");
+    assert_eq!(s, 200);
+    let symbols: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(&symbols[..3], ["TCS", "INFY", "RELIANCE"]);
+    let tcs_trades: Vec<&TradeMessage> = trades.iter().filter(|t| t.instrument == "TCS").collect();
+    assert_eq!(list[0]["trades"].as_u64(), Some(tcs_trades.len() as u64));
+    assert_eq!(d(&list[0]["last"]), tcs_trades.last().unwrap().price);
+
+    let (s, book) = api.get("/book/TCS");
+    assert_eq!(s, 200);
+    let expected = &books["TCS"];
+    assert_eq!(book["as_of_offset"].as_i64(), Some(expected.as_of_offset));
+    assert_eq!(serde_json::to_value(&expected.bids).unwrap(), book["bids"]);
+    assert_eq!(serde_json::to_value(&expected.asks).unwrap(), book["asks"]);
+    let (bid, ask) = (expected.bids[0].price, expected.asks[0].price);
+    assert_eq!(d(&book["spread"]), ask - bid);
+    assert_eq!(d(&book["mid"]), (ask + bid) / Decimal::TWO);
+    let (_, top1) = api.get("/book/TCS?depth=1");
+    assert_eq!(top1["bids"].as_array().unwrap().len(), 1);
+
+    let (s, tape) = api.get("/trades/TCS?limit=20");
+    assert_eq!(s, 200);
+    let newest: Vec<Value> = tcs_trades
+        .iter()
+        .rev()
+        .take(20)
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    assert_eq!(tape.as_array().unwrap(), &newest);
+
+    let (s, served_bars) = api.get("/bars/INFY?limit=5");
+    assert_eq!(s, 200);
+    let mut infy: Vec<&BarMessage> = bars.iter().filter(|b| b.instrument == "INFY").collect();
+    infy.sort_by_key(|b| b.end_ms);
+    let served = served_bars.as_array().unwrap();
+    assert_eq!(served.len(), 5.min(infy.len()));
+    let last_bar = infy.last().unwrap();
+    assert_eq!(
+        served.last().unwrap()["end_ms"].as_i64(),
+        Some(last_bar.end_ms)
+    );
+    assert_eq!(d(&served.last().unwrap()["close"]), last_bar.close);
+    assert!(
+        served
+            .iter()
+            .all(|b| b["sma"].as_array().is_some_and(|s| !s.is_empty())),
+        "bars carry their SMAs: {served_bars}"
+    );
+
+    let ((trader, _), _) = pnl.iter().next().unwrap();
+    let (s, view) = api.get(&format!("/pnl/{trader}"));
+    assert_eq!(s, 200);
+    let rows: Vec<&PnlMessage> = pnl.values().filter(|r| &r.trader == trader).collect();
+    assert_eq!(view["positions"].as_array().unwrap().len(), rows.len());
+    assert_eq!(
+        d(&view["realized"]),
+        rows.iter().map(|r| r.realized).sum::<Decimal>()
+    );
+    let (s, served_board) = api.get("/leaderboard");
+    assert_eq!(s, 200);
+    assert_eq!(
+        served_board,
+        serde_json::to_value(board.as_ref().unwrap()).unwrap()
+    );
+
+    let (id, ev) = events.iter().find(|(_, e)| e.status == "FILLED").unwrap();
+    let (s, status) = api.get(&format!("/orders/{id}"));
+    assert_eq!((s, status), (200, serde_json::to_value(ev).unwrap()));
+
+    // --- Errors: JSON bodies with the right status.
+    let cases: [(&str, u16, &str); 9] = [
+        ("/book/NOPE", 404, "unknown_instrument"),
+        ("/book/TCS?depth=0", 400, "invalid_parameter"),
+        ("/book/TCS?depth=6", 400, "invalid_parameter"),
+        ("/book/TCS?depht=3", 400, "invalid_parameter"),
+        ("/trades/TCS?limit=abc", 400, "invalid_parameter"),
+        ("/orders/abc", 400, "invalid_order_id"),
+        ("/orders/424242", 404, "unknown_order"),
+        ("/pnl/NOBODY", 404, "unknown_trader"),
+        ("/no/such/thing", 404, "not_found"),
+    ];
+    for (path, status, error) in cases {
+        let (s, v) = api.get(path);
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (status, Some(error)),
+            "{path}: {v}"
+        );
+    }
+
+    // --- Order entry: refused requests are never published.
+    let orders_before = high_watermark(&reader, "orders");
+    let refused = [
+        (
+            r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15.001}"#,
+            "price_off_tick",
+        ),
+        (
+            r#"{"instrument":"NOPE","trxn_type":"BUY","quantity":1,"price":1}"#,
+            "unknown_instrument",
+        ),
+        (
+            r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1}"#,
+            "price_missing",
+        ),
+        ("not json", "malformed_json"),
+    ];
+    for (body, reason) in refused {
+        let (s, v) = api.post("/orders", body);
+        assert_eq!((s, v["error"].as_str()), (400, Some(reason)), "{body}: {v}");
+    }
+    let (s, v) = api.post("/orders", &"x".repeat(20_000));
+    assert_eq!((s, v["error"].as_str()), (413, Some("invalid_body")), "{v}");
+    assert_eq!(
+        high_watermark(&reader, "orders"),
+        orders_before,
+        "a refused order was published"
+    );
+
+    // Open the live stream before trading so the delta can be seen.
+    let stream = api
+        .agent
+        .get(&format!("{}/stream/TCS", api.base))
+        .call()
+        .unwrap();
+    let mut lines = BufReader::new(stream.into_reader()).lines();
+    let mut next_event = move || -> (String, Value) {
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
+            } else if line.is_empty() && !name.is_empty() {
+                return (name, serde_json::from_str(&data).unwrap());
+            }
+        }
+        panic!("stream ended");
+    };
+    let (name, snapshot) = next_event();
+    assert_eq!(name, "snapshot");
+    assert_eq!(
+        snapshot["book"]["as_of_offset"].as_i64(),
+        Some(expected.as_of_offset)
+    );
+
+    // A marketable order from the API trades against the book.
+    let buy = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 1, "price": ask, "time_in_force": "IOC", "trader": "API01"});
+    let (s, placed) = api.post("/orders", &buy.to_string());
+    assert_eq!(s, 202, "{placed}");
+    let id = placed["id"].as_u64().unwrap();
+    assert_eq!(high_watermark(&reader, "orders"), orders_before + 1);
+    let filled = api.until(&format!("/orders/{id}"), |s, v| {
+        s == 200 && v["status"] == "FILLED"
+    });
+    assert_eq!(d(&filled["filled"]), Decimal::ONE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (name, delta) = next_event();
+        assert_eq!(name, "delta");
+        let mine = delta["trades"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["buy_order_id"].as_u64() == Some(id));
+        if mine {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API order's trade never reached the stream"
+        );
+    }
+
+    // A resting order can be cancelled once, by its owner.
+    let rest = json!({"id": 77_000_001u64, "instrument": "TCS", "trxn_type": "BUY", "quantity": 2, "price": "1.00", "trader": "API01"});
+    let (s, placed) = api.post("/orders", &rest.to_string());
+    assert_eq!((s, placed["id"].as_u64()), (202, Some(77_000_001)));
+    api.until("/orders/77000001", |s, v| s == 200 && v["status"] == "NEW");
+    let (s, v) = api.post("/orders/77000001/cancel", r#"{"trader":"SOMEONE"}"#);
+    assert_eq!((s, v["error"].as_str()), (400, Some("not_order_owner")));
+    let (s, _) = api.post("/orders/77000001/cancel", "");
+    assert_eq!(s, 202);
+    let cancelled = api.until("/orders/77000001", |_, v| v["status"] == "CANCELLED");
+    assert_eq!(cancelled["reason"], "requested");
+    let (s, v) = api.post("/orders/77000001/cancel", "");
+    assert_eq!((s, v["error"].as_str()), (400, Some("order_not_active")));
+
+    // What the API published is the canonical orders message.
+    let mut last_order = None;
+    read_topic(&reader, "orders", |m| {
+        if m.key() == Some(b"TCS".as_slice()) {
+            last_order = Some(m.payload().unwrap().to_vec());
+        }
+    })
+    .unwrap();
+    let msg: OrderMessage = serde_json::from_slice(&last_order.unwrap()).unwrap();
+    assert_eq!(
+        (msg.action.as_deref(), msg.id),
+        (Some("CANCEL"), 77_000_001)
+    );
+}
