@@ -3,7 +3,9 @@
 
 use clap::Parser;
 use kappa_exchange::matchmaker::{self, Counters, Options};
+use kappa_exchange::ops::OpsArgs;
 use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -17,6 +19,8 @@ struct Args {
     kafka: KafkaArgs,
     #[command(flatten)]
     common: config::JobArgs,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Consumer group (all match-maker replicas share it; partitions are spread over them).
     #[arg(long, env = "MM_GROUP", default_value = "match-maker")]
     group: String,
@@ -49,11 +53,7 @@ fn main() -> anyhow::Result<()> {
         transactional_id: a.transactional_id,
         output_prefix: a.output_prefix,
     };
-    matchmaker::run(
-        &a.kafka,
-        &instruments,
-        &opts,
-        &shutdown,
-        &Counters::default(),
-    )
+    let counters = Arc::new(Counters::default());
+    a.ops.spawn("match-maker", counters.clone(), &shutdown)?;
+    matchmaker::run(&a.kafka, &instruments, &opts, &shutdown, &counters)
 }

@@ -2,8 +2,10 @@
 
 use clap::Parser;
 use kappa_exchange::analytics::{self, AnalyticsArgs};
+use kappa_exchange::ops::OpsArgs;
 use kappa_exchange::processor::Counters;
 use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -17,6 +19,8 @@ struct Args {
     #[command(flatten)]
     common: config::JobArgs,
     #[command(flatten)]
+    ops: OpsArgs,
+    #[command(flatten)]
     analytics: AnalyticsArgs,
 }
 
@@ -24,11 +28,8 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let instruments = a.common.init()?;
     let shutdown = Shutdown::on_signals()?;
-    analytics::profit::run(
-        &a.kafka,
-        &instruments,
-        &a.analytics,
-        &shutdown,
-        &Counters::default(),
-    )
+    let counters = Arc::new(Counters::default());
+    a.ops
+        .spawn("profit-calculator", counters.clone(), &shutdown)?;
+    analytics::profit::run(&a.kafka, &instruments, &a.analytics, &shutdown, &counters)
 }

@@ -13,6 +13,7 @@
 //! - [`processor`]: the consume-process-produce loop of every streaming job, with exactly-once
 //!   output by deterministic replay.
 //! - [`matchmaker`]: the match-maker job.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz` of the streaming jobs.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`serving`]: the market-view job: HTTP API, order entry and the live dashboard.
 //! - [`analytics`]: the SMA-calculator and profit-calculator jobs (Polars, via `kappa-analytics`).
@@ -29,6 +30,7 @@ pub mod embedded;
 pub mod generator;
 pub mod kafka;
 pub mod matchmaker;
+pub mod ops;
 pub mod processor;
 pub mod schema;
 pub mod serving;

@@ -83,6 +83,8 @@ pub struct Counters {
     pub state_updates: AtomicU64,
     /// Input partitions currently assigned and recovered.
     pub assigned: AtomicU64,
+    /// Health and readiness, lag, and the batch latency histogram (for `/metrics`).
+    pub ops: crate::ops::LoopStatus,
 }
 
 impl Counters {
@@ -545,7 +547,9 @@ pub fn run<J: Job>(
                 "a produce request failed; exiting so a restart can replay"
             ));
         }
+        counters.ops.polled();
         let mut batch = 0;
+        let mut batch_started: Option<Instant> = None;
         while batch < opts.batch_size {
             let timeout = if batch == 0 {
                 Duration::from_millis(100)
@@ -587,6 +591,7 @@ pub fn run<J: Job>(
             if m.offset() <= slot.seq.last_offset || m.offset() >= slot.seq.end_offset {
                 continue;
             }
+            batch_started.get_or_insert_with(Instant::now);
             if transactional && !in_txn {
                 producer.begin_transaction().context("begin transaction")?;
                 in_txn = true;
@@ -651,6 +656,30 @@ pub fn run<J: Job>(
             in_txn = false;
         }
         producer.poll(Duration::ZERO);
+        if let Some(t) = batch_started {
+            counters
+                .ops
+                .batch_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+        counters.ops.set_ready(
+            ever_assigned
+                && slots
+                    .values()
+                    .all(|s| s.seq.last_offset >= s.seq.replay_until),
+        );
+        if counters.ops.lag_due() {
+            let lag = slots
+                .values()
+                .filter_map(|s| {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&input, s.seq.partition, Duration::from_millis(500))
+                        .ok()?;
+                    Some((s.seq.partition, (high - s.seq.last_offset - 1).max(0)))
+                })
+                .collect();
+            counters.ops.set_lag(&input, lag);
+        }
         if input_done {
             info!("reached the end offsets seen at start; exiting");
             break;

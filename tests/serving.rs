@@ -411,3 +411,52 @@ fn market_view_serves_the_topics_and_accepts_orders() {
         (Some("CANCEL"), 77_000_001)
     );
 }
+
+#[test]
+fn market_view_metrics_count_order_entry_outcomes() {
+    let p = start(TopicLayout::default());
+    let port = free_port();
+    let _children = Killed(vec![job(
+        &p,
+        env!("CARGO_BIN_EXE_market-view"),
+        &["--bind", &format!("127.0.0.1:{port}")],
+    )]);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api
+        .agent
+        .get(&format!("{}/readyz", api.base))
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "market-view never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let order = r#"{"instrument":"TCS","trxn_type":"SELL","quantity":1,"price":99}"#;
+    assert_eq!(api.post("/orders", order).0, 202);
+    assert_eq!(api.post("/orders", "{}").0, 400);
+    assert_eq!(api.post("/orders", r#"{"instrument":"TCS"}"#).0, 400);
+    let text = api
+        .agent
+        .get(&format!("{}/metrics", api.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for line in [
+        "kappa_api_orders_total{job=\"market-view\",outcome=\"published\"} 1",
+        "kappa_api_orders_total{job=\"market-view\",outcome=\"refused\"} 2",
+        "kappa_ready{job=\"market-view\"} 1",
+        "kappa_undecodable_total{job=\"market-view\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

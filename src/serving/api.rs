@@ -16,7 +16,7 @@
 //! | POST | `/orders` | new order → 202 `{id}`, or 400 with the validation reason |
 //! | POST | `/orders/{id}/cancel`, `/orders/{id}/amend` | 202, or 400/404 with the reason |
 //! | GET | `/stream/{instrument}` | Server-Sent Events: a snapshot, then conflated deltas |
-//! | GET | `/healthz`, `/readyz`, `/stats` | liveness, readiness (caught up), feed counts |
+//! | GET | `/healthz`, `/readyz`, `/stats`, `/metrics` | liveness, readiness (caught up), counts (JSON, Prometheus) |
 
 use super::orders::{self, IdAllocator, Prepared, Refused};
 use super::state::MarketState;
@@ -221,6 +221,7 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see / for the dashboard")
         })
@@ -469,4 +470,61 @@ async fn stats(State(app): State<App>) -> impl IntoResponse {
         orders_refused: c.orders_refused.load(Ordering::Relaxed),
         publish_failures: c.publish_failures.load(Ordering::Relaxed),
     })
+}
+
+/// Prometheus text: what the feed applied, order entry outcomes, readiness.
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let feed = app.read().counts();
+    let c = &app.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{{job=\"market-view\"{labels}}} {v}");
+        }
+    };
+    metric(
+        "kappa_messages_consumed_total",
+        "counter",
+        "Messages applied to the served state, by topic.",
+        &[
+            (",topic=\"book\"", feed.book),
+            (",topic=\"trades\"", feed.trades),
+            (",topic=\"order-events\"", feed.order_events),
+            (",topic=\"analytics\"", feed.analytics),
+        ],
+    );
+    metric(
+        "kappa_undecodable_total",
+        "counter",
+        "Messages that did not decode.",
+        &[("", feed.undecodable)],
+    );
+    metric(
+        "kappa_api_orders_total",
+        "counter",
+        "Order entry requests by outcome.",
+        &[
+            (
+                ",outcome=\"published\"",
+                c.orders_published.load(Ordering::Relaxed),
+            ),
+            (
+                ",outcome=\"refused\"",
+                c.orders_refused.load(Ordering::Relaxed),
+            ),
+            (
+                ",outcome=\"failed\"",
+                c.publish_failures.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    metric(
+        "kappa_ready",
+        "gauge",
+        "1 once the state caught up with the topics.",
+        &[("", u64::from(app.ready.load(Ordering::Relaxed)))],
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

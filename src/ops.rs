@@ -1,0 +1,398 @@
+//! Operational endpoints of the streaming jobs: `/metrics` (Prometheus text format), `/healthz`
+//! (the poll loop is advancing) and `/readyz` (partitions assigned and their state rebuilt by
+//! replay), served on `--ops-bind` (env `KAPPA_OPS_BIND`) by a small axum server on its own thread.
+//!
+//! The numbers come from the job's [`Counters`], which the processing loop updates; this module
+//! only reads and renders them.
+
+use crate::processor::Counters;
+use crate::shutdown::Shutdown;
+use anyhow::Context as _;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The loop is unhealthy when it has not polled for this long (a wedged loop, not a quiet topic:
+/// an idle loop still polls every 100 ms).
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// How often the loop refreshes consumer lag (it asks the broker for high watermarks).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+/// Upper bounds (seconds) of the batch-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket histogram, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6).round() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the histogram in Prometheus text format.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or("+Inf".to_string(), |v| v.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(
+            out,
+            "{name}_count{{{labels}}} {}",
+            self.count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// What the processing loop reports about itself.
+#[derive(Debug, Default)]
+pub struct LoopStatus {
+    last_poll_ms: AtomicU64,
+    ready: AtomicBool,
+    last_lag_ms: AtomicU64,
+    /// (input topic, partition) → messages behind the high watermark.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Time to process one batch: handle every message, emit, produce (seconds).
+    pub batch_seconds: Histogram,
+}
+
+impl LoopStatus {
+    /// The loop is about to poll.
+    pub fn polled(&self) {
+        self.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether the loop has polled within [`STALL_AFTER`].
+    pub fn is_healthy(&self) -> bool {
+        let last = self.last_poll_ms.load(Ordering::Relaxed);
+        last > 0 && now_ms().saturating_sub(last) < STALL_AFTER.as_millis() as u64
+    }
+
+    /// True (and restarts the timer) when the lag should be refreshed.
+    pub fn lag_due(&self) -> bool {
+        let now = now_ms();
+        let last = self.last_lag_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LAG_EVERY.as_millis() as u64 {
+            self.last_lag_ms.store(now, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Replaces the lag of `topic` with `lag` (partition → messages behind).
+    pub fn set_lag(&self, topic: &str, lag: Vec<(i32, i64)>) {
+        let mut map = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(t, _), _| t != topic);
+        for (p, l) in lag {
+            map.insert((topic.to_string(), p), l);
+        }
+    }
+}
+
+/// Renders `counters` of job `job` in Prometheus text format.
+pub fn render(job: &str, c: &Counters) -> String {
+    let mut out = String::with_capacity(4096);
+    let l = format!("job=\"{job}\"");
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{l}}} {v}"
+        );
+    };
+    counter(
+        &mut out,
+        "kappa_messages_consumed_total",
+        "Input messages processed.",
+        Counters::get(&c.consumed),
+    );
+    counter(
+        &mut out,
+        "kappa_messages_produced_total",
+        "Output messages produced.",
+        Counters::get(&c.produced),
+    );
+    counter(
+        &mut out,
+        "kappa_rejects_total",
+        "Input messages sent to the rejects topic.",
+        Counters::get(&c.rejected),
+    );
+    counter(
+        &mut out,
+        "kappa_outputs_suppressed_total",
+        "Outputs not republished while replaying (already on the broker).",
+        Counters::get(&c.suppressed),
+    );
+    counter(
+        &mut out,
+        "kappa_items_total",
+        "Job items: trades (match maker), bars (SMA), P&L rows (profit).",
+        Counters::get(&c.items),
+    );
+    counter(
+        &mut out,
+        "kappa_state_updates_total",
+        "Conflated state messages (book depth, leaderboards).",
+        Counters::get(&c.state_updates),
+    );
+    let gauge = |out: &mut String, name: &str, help: &str, v: &dyn std::fmt::Display| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {v}"
+        );
+    };
+    gauge(
+        &mut out,
+        "kappa_assigned_partitions",
+        "Input partitions assigned and recovered.",
+        &Counters::get(&c.assigned),
+    );
+    gauge(
+        &mut out,
+        "kappa_ready",
+        "1 when partitions are assigned and their state rebuilt.",
+        &u8::from(c.ops.is_ready()),
+    );
+    let last = c.ops.last_poll_ms.load(Ordering::Relaxed);
+    let age = if last == 0 {
+        -1.0
+    } else {
+        now_ms().saturating_sub(last) as f64 / 1e3
+    };
+    gauge(
+        &mut out,
+        "kappa_last_poll_age_seconds",
+        "Seconds since the loop last polled (-1: never).",
+        &age,
+    );
+    let name = "kappa_consumer_lag";
+    let _ = writeln!(out, "# HELP {name} Messages behind the high watermark, per input partition.\n# TYPE {name} gauge");
+    for ((topic, p), lag) in c.ops.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "{name}{{{l},topic=\"{topic}\",partition=\"{p}\"}} {lag}"
+        );
+    }
+    let name = "kappa_batch_processing_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to process one batch of input.\n# TYPE {name} histogram"
+    );
+    c.ops.batch_seconds.render(&mut out, name, &l);
+    out
+}
+
+/// `--ops-bind`: where a job serves `/metrics`, `/healthz` and `/readyz`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OpsArgs {
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464); off when unset.
+    #[arg(long, env = "KAPPA_OPS_BIND")]
+    pub ops_bind: Option<SocketAddr>,
+}
+
+/// The router of the operational endpoints.
+pub fn router(job: &'static str, counters: Arc<Counters>) -> Router {
+    let (c1, c2, c3) = (counters.clone(), counters.clone(), counters);
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    render(job, &c1),
+                )
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || async move {
+                if c2.ops.is_healthy() {
+                    (StatusCode::OK, "ok").into_response()
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the poll loop is not advancing",
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                if c3.ops.is_ready() {
+                    (StatusCode::OK, "ready").into_response()
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not assigned or still replaying",
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+impl OpsArgs {
+    /// Starts the endpoint server for `job` when `--ops-bind` is set; it stops with `shutdown`.
+    pub fn spawn(
+        &self,
+        job: &'static str,
+        counters: Arc<Counters>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let Some(addr) = self.ops_bind else {
+            return Ok(());
+        };
+        serve(addr, router(job, counters), shutdown)?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        Ok(())
+    }
+}
+
+/// Serves `router` on `addr` on its own thread until `shutdown`. Binds before returning, so a
+/// taken port is an error at start-up.
+pub fn serve(addr: SocketAddr, router: Router, shutdown: &Shutdown) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let shutdown = shutdown.clone();
+    std::thread::Builder::new()
+        .name("ops-http".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "ops server runtime"),
+            };
+            let served = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        while !shutdown.is_triggered() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    })
+                    .await
+            });
+            if let Err(e) = served {
+                tracing::error!(error = %e, "ops server failed");
+            }
+        })?;
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let h = Histogram::default();
+        for s in [0.00005, 0.0003, 0.0003, 3.0] {
+            h.observe(s);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "job=\"j\"");
+        assert!(
+            out.contains("x_bucket{job=\"j\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{job=\"j\",le=\"0.00025\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{job=\"j\",le=\"0.0005\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_bucket{job=\"j\",le=\"2.5\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{job=\"j\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_sum{job=\"j\"} 3.00065\n"), "{out}");
+        assert!(out.contains("x_count{job=\"j\"} 4\n"), "{out}");
+    }
+
+    #[test]
+    fn metrics_render_counters_lag_readiness_and_health() {
+        let c = Counters::default();
+        Counters::add(&c.consumed, 7);
+        Counters::add(&c.rejected, 2);
+        c.ops.set_lag("orders", vec![(0, 5), (3, 0)]);
+        c.ops.set_lag("orders", vec![(1, 9)]);
+        assert!(!c.ops.is_healthy() && !c.ops.is_ready());
+        c.ops.polled();
+        c.ops.set_ready(true);
+        assert!(c.ops.is_healthy() && c.ops.is_ready());
+        let text = render("match-maker", &c);
+        assert!(
+            text.contains("kappa_messages_consumed_total{job=\"match-maker\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kappa_rejects_total{job=\"match-maker\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kappa_ready{job=\"match-maker\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kappa_consumer_lag{job=\"match-maker\",topic=\"orders\",partition=\"1\"} 9\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("partition=\"0\""),
+            "a refresh replaces the topic's lag: {text}"
+        );
+        // Every sample line is `name{labels} value` with a numeric value.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

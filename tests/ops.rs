@@ -1,0 +1,100 @@
+//! The operational endpoints of a streaming job (a real match-maker process on the embedded
+//! broker): `/readyz` is 503 until the partitions are assigned and replayed, then 200; `/healthz`
+//! is 200 while the loop polls; `/metrics` counts what was processed, shows zero lag once caught
+//! up, and has a batch-latency histogram.
+
+mod support;
+
+use kappa_exchange::embedded::TopicLayout;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn get(url: &str) -> (u16, String) {
+    match ureq::get(url).timeout(Duration::from_secs(5)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn match_maker_serves_metrics_health_and_readiness() {
+    let p = start(TopicLayout::default());
+    let items = flow(3_000, 11);
+    publish(&p, &items);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut mm = match_maker(&p, &["--ops-bind", &format!("127.0.0.1:{port}")]);
+
+    // The first answer comes before the group join (≈3 s on the embedded broker): not ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let (s, body) = get(&format!("{base}/readyz"));
+        if s != 0 {
+            break (s, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ops endpoint never came up: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(first.0, 503, "{first:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (s, text) = get(&format!("{base}/metrics"));
+        assert_eq!(s, 200);
+        let consumed = sample(&text, "kappa_messages_consumed_total{job=\"match-maker\"}");
+        let lag_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kappa_consumer_lag{"))
+            .collect();
+        if consumed == Some(items.len() as f64)
+            && lag_lines.len() == 4
+            && lag_lines.iter().all(|l| l.ends_with(" 0"))
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never caught up:\n{text}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(get(&format!("{base}/readyz")).0, 200);
+    assert_eq!(get(&format!("{base}/healthz")).0, 200);
+    assert_eq!(
+        sample(&metrics, "kappa_ready{job=\"match-maker\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "kappa_assigned_partitions{job=\"match-maker\"}"),
+        Some(4.0)
+    );
+    assert!(
+        sample(&metrics, "kappa_items_total{job=\"match-maker\"}").unwrap() > 0.0,
+        "{metrics}"
+    );
+    let batches = sample(
+        &metrics,
+        "kappa_batch_processing_seconds_count{job=\"match-maker\"}",
+    )
+    .unwrap();
+    let inf = sample(
+        &metrics,
+        "kappa_batch_processing_seconds_bucket{job=\"match-maker\",le=\"+Inf\"}",
+    )
+    .unwrap();
+    assert!(batches > 0.0 && inf == batches, "{metrics}");
+    let _ = mm.kill();
+    let _ = mm.wait();
+}
