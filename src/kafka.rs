@@ -19,9 +19,14 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
     pub brokers: String,
-    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    /// Extra librdkafka setting, repeatable: -X security.protocol=SASL_SSL (env KAFKA_CONFIG:
+    /// settings separated by `;`).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv, env = "KAFKA_CONFIG", value_delimiter = ';')]
     pub config: Vec<(String, String)>,
+    /// SASL password (sets `sasl.password`), from the environment so it never shows in a
+    /// process listing.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<String>,
     /// Prefix for every topic name (e.g. `replay.` to replay into separate topics).
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
@@ -40,6 +45,7 @@ impl KafkaArgs {
         KafkaArgs {
             brokers: brokers.into(),
             config: Vec::new(),
+            sasl_password: None,
             topic_prefix: String::new(),
         }
     }
@@ -49,9 +55,22 @@ impl KafkaArgs {
         Topics::with_prefix(&self.topic_prefix)
     }
 
+    /// The topic names a job writes to: with `--output-prefix` (e.g. `replay.`) added to the
+    /// topic prefix, so a replay or backfill publishes side by side with the live topics.
+    pub fn output_topics(&self, output_prefix: Option<&str>) -> Topics {
+        Topics::with_prefix(&format!(
+            "{}{}",
+            self.topic_prefix,
+            output_prefix.unwrap_or("")
+        ))
+    }
+
     fn finish(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.config {
             c.set(k, v);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p);
         }
         c
     }
@@ -346,5 +365,9 @@ mod tests {
         assert_eq!(p.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         assert!(Cli::try_parse_from(["x", "-X", "novalue"]).is_err());
+        let cli = Cli::try_parse_from(["x", "-X", "a=1;b=2", "--sasl-password", "s3cret"]).unwrap();
+        let c = cli.kafka.consumer("g");
+        assert_eq!((c.get("a"), c.get("b")), (Some("1"), Some("2")));
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
     }
 }

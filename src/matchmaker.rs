@@ -206,10 +206,7 @@ pub fn run(
     counters: &Counters,
 ) -> anyhow::Result<()> {
     let topics = kafka.topics();
-    let outputs = match &opts.output_prefix {
-        Some(prefix) => Topics::with_prefix(&format!("{}{prefix}", kafka.topic_prefix)),
-        None => topics.clone(),
-    };
+    let outputs = kafka.output_topics(opts.output_prefix.as_deref());
     let reader: BaseConsumer = kafka
         .reader()
         .create()

@@ -6,8 +6,10 @@
 pub mod profit;
 pub mod sma;
 
+use crate::kafka::KafkaArgs;
 use crate::processor::Emitter;
 use crate::schema::{InputError, TradeMessage};
+use crate::topics::Topics;
 use kappa_analytics::Clock;
 use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
@@ -47,6 +49,10 @@ pub struct AnalyticsArgs {
     /// Exit once caught up and idle for this many milliseconds.
     #[arg(long)]
     pub idle_exit_ms: Option<u64>,
+    /// Prefix for the output topics only (analytics, rejects), e.g. `replay.` for a backfill
+    /// side by side with the live topics (they must exist).
+    #[arg(long)]
+    pub output_prefix: Option<String>,
 }
 
 impl AnalyticsArgs {
@@ -54,6 +60,16 @@ impl AnalyticsArgs {
         WindowSpec {
             length_ms: self.window,
             lateness_ms: self.lateness,
+        }
+    }
+
+    /// Input topics as configured, outputs (analytics, rejects) with `--output-prefix`.
+    pub fn topics(&self, kafka: &KafkaArgs) -> Topics {
+        let out = kafka.output_topics(self.output_prefix.as_deref());
+        Topics {
+            analytics: out.analytics,
+            rejects: out.rejects,
+            ..kafka.topics()
         }
     }
 
@@ -84,6 +100,7 @@ impl Default for AnalyticsArgs {
             until_end: false,
             batch_size: 100_000,
             idle_exit_ms: None,
+            output_prefix: None,
         }
     }
 }

@@ -374,7 +374,7 @@ pub fn run(
     shutdown: &Shutdown,
     counters: &Counters,
 ) -> anyhow::Result<()> {
-    let topics = kafka.topics();
+    let topics = args.topics(kafka);
     let last = last_leaderboard_on_topic(kafka, &topics)
         .context("finding the last published leaderboard")?;
     let mut job = ProfitJob::new(instruments.clone(), args.clone(), topics, last);

@@ -201,7 +201,7 @@ pub fn run(
     shutdown: &Shutdown,
     counters: &Counters,
 ) -> anyhow::Result<()> {
-    let mut job = SmaJob::new(instruments.clone(), args.clone(), kafka.topics());
+    let mut job = SmaJob::new(instruments.clone(), args.clone(), args.topics(kafka));
     processor::run(
         &mut job,
         kafka,
