@@ -4,8 +4,9 @@
 set -euo pipefail
 
 need=()
-# chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs).
-for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver; do
+# chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs);
+# python3-venv: the deployment checks' pinned tools (scripts/deploy-check.sh).
+for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver python3 python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

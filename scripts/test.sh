@@ -13,3 +13,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== deployment checks"
+bash scripts/deploy-check.sh

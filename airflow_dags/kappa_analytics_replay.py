@@ -1,0 +1,51 @@
+"""Replay/backfill of the analytics (Kappa: recompute by replaying the log). Both analytics jobs
+read `trades` from the earliest offset in a fresh consumer group up to the end offsets seen at
+start (`--from-beginning --until-end`), publish to side topics (`--output-prefix`, default
+`replay.`: the topics must exist, see k8s/topics.yaml) and write Parquet under /reports/replay/.
+Triggered by hand, with parameters (e.g. another window or SMA set: then use a new prefix).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+from kappa_common import CONFIG, DEFAULT_ARGS, job_pod
+
+with DAG(
+    dag_id="kappa_analytics_replay",
+    description="Recompute bars/SMAs and P&L from the earliest offset into side topics and Parquet",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=4)},
+    params={
+        "output_prefix": Param("replay.", type="string", pattern=r"^[a-z0-9._-]+\.$"),
+        "window": Param("1s", type="string", pattern=r"^[0-9]+(ms|s|m|h)?$"),
+        "sma": Param("5,20", type="string", pattern=r"^[0-9]+(,[0-9]+)*$"),
+    },
+    tags=["kappa", "replay"],
+) as dag:
+    out = CONFIG["reports_mount"] + "/replay/{{ ts_nodash }}"
+    common = [
+        "--from-beginning",
+        "--until-end",
+        "--output-prefix",
+        "{{ params.output_prefix }}",
+        "--window",
+        "{{ params.window }}",
+        "--sma",
+        "{{ params.sma }}",
+    ]
+    job_pod(
+        "replay_bars",
+        "sma-calculator",
+        ["--group", "replay-bars-{{ ts_nodash }}", *common, "--parquet-dir", out + "/bars"],
+    )
+    job_pod(
+        "replay_pnl",
+        "profit-calculator",
+        ["--group", "replay-pnl-{{ ts_nodash }}", *common, "--parquet-dir", out + "/pnl"],
+    )

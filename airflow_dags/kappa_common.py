@@ -1,0 +1,79 @@
+"""Shared building blocks of the Kappa Exchange DAGs: one KubernetesPodOperator factory, so every
+batch pod runs the same image with the same Kafka settings, credentials, volumes, resources and
+security context as the streaming Deployments in k8s/. Settings live in kappa_config.yaml.
+
+Airflow is the batch side of the Kappa design only: streaming jobs are Deployments; these DAGs
+start bounded pods (replay/backfill from the earliest offset to the end seen at start, reports,
+load tests) that exit when done.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import yaml
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+CONFIG = yaml.safe_load((Path(__file__).parent / "kappa_config.yaml").read_text())
+
+#: Defaults of every task: bounded retries (the jobs are idempotent: a rerun republishes nothing
+#: already on the broker), and no task without a timeout.
+DEFAULT_ARGS = {
+    "owner": "kappa-exchange",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=2),
+}
+
+
+def job_pod(task_id: str, binary: str, arguments: list[str], **kwargs) -> KubernetesPodOperator:
+    """A pod running one Kappa Exchange binary with `arguments` (templated)."""
+    res = CONFIG["resources"]
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=task_id.replace("_", "-"),
+        namespace=CONFIG["namespace"],
+        image=CONFIG["image"],
+        cmds=[binary],
+        arguments=arguments,
+        env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=CONFIG["config_map"]))],
+        env_vars=[
+            k8s.V1EnvVar(
+                name="KAFKA_SASL_PASSWORD",
+                value_from=k8s.V1EnvVarSource(
+                    secret_key_ref=k8s.V1SecretKeySelector(name=CONFIG["kafka_secret"], key="password")
+                ),
+            ),
+            # Batch pods serve no probes.
+            k8s.V1EnvVar(name="KAPPA_OPS_BIND", value=""),
+        ],
+        volumes=[
+            k8s.V1Volume(
+                name="kafka-ca",
+                secret=k8s.V1SecretVolumeSource(
+                    secret_name=CONFIG["kafka_ca_secret"], items=[k8s.V1KeyToPath(key="ca.crt", path="ca.crt")]
+                ),
+            ),
+            k8s.V1Volume(
+                name="reports",
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=CONFIG["reports_claim"]),
+            ),
+        ],
+        volume_mounts=[
+            k8s.V1VolumeMount(name="kafka-ca", mount_path="/etc/kafka-ca", read_only=True),
+            k8s.V1VolumeMount(name="reports", mount_path=CONFIG["reports_mount"]),
+        ],
+        container_resources=k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
+        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=10001, run_as_group=10001),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
+        ),
+        labels={"app.kubernetes.io/part-of": "kappa-exchange", "app.kubernetes.io/component": "batch"},
+        get_logs=True,
+        on_finish_action="delete_succeeded_pod",
+        startup_timeout_seconds=600,
+        **kwargs,
+    )

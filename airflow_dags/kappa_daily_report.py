@@ -1,0 +1,36 @@
+"""Daily report: 1-minute bars with SMAs and per-trader P&L, recomputed from the earliest offset
+(bounded: up to the end offsets seen at start) and written to Parquet under /reports/daily/<date>/.
+Outputs also go to the `report.*` topics; a later day's run republishes only what is new there,
+because the replay is deterministic and the jobs drop outputs already on the broker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+from kappa_common import CONFIG, DEFAULT_ARGS, job_pod
+
+with DAG(
+    dag_id="kappa_daily_report",
+    description="Daily Parquet report of 1-minute bars/SMAs and P&L",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=4),
+    default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=2)},
+    tags=["kappa", "report"],
+) as dag:
+    out = CONFIG["reports_mount"] + "/daily/{{ ds }}"
+    common = ["--from-beginning", "--until-end", "--output-prefix", "report.", "--window", "1m", "--sma", "5,20"]
+    bars = job_pod(
+        "bars_report",
+        "sma-calculator",
+        ["--group", "report-bars-{{ ds_nodash }}", *common, "--parquet-dir", out + "/bars"],
+    )
+    pnl = job_pod(
+        "pnl_report",
+        "profit-calculator",
+        ["--group", "report-pnl-{{ ds_nodash }}", *common, "--parquet-dir", out + "/pnl"],
+    )

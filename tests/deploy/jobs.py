@@ -1,0 +1,42 @@
+"""Checks a job command line against the real binary: the arguments (templates filled with sample
+values) followed by --help must parse, so an unknown flag or a bad value fails here."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("KAPPA_BIN_DIR", ROOT / "target" / "debug"))
+JOBS = {"kappa", "order-generator", "match-maker", "sma-calculator", "profit-calculator", "market-view"}
+
+SAMPLES = {
+    "ts_nodash": "20261123T000000",
+    "ds_nodash": "20261123",
+    "ds": "2026-11-23",
+}
+
+
+def render(arg: str, params: dict) -> str:
+    """Fills `{{ name }}` and `{{ params.name }}` templates with sample values."""
+
+    def value(m: re.Match) -> str:
+        name = m.group(1)
+        if name.startswith("params."):
+            return str(params[name.removeprefix("params.")])
+        return SAMPLES[name]
+
+    return re.sub(r"\{\{\s*([\w.]+)\s*\}\}", value, arg)
+
+
+def check_command(binary: str, args: list[str]) -> None:
+    assert binary in JOBS, f"{binary} is not one of the image's binaries {sorted(JOBS)}"
+    exe = BIN_DIR / binary
+    assert exe.exists(), f"{exe} missing: build the binaries first (cargo build), or set KAPPA_BIN_DIR"
+    help_text = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for a in args:
+        if a.startswith("--"):
+            assert re.search(rf"(^|\s){re.escape(a)}[\s=]", help_text), f"{binary} has no flag {a}"
+    # Parse for real: clap rejects unknown flags and bad values before it reaches --help.
+    run = subprocess.run([exe, *args, "--help"], capture_output=True, text=True)
+    assert run.returncode == 0, f"{binary} {' '.join(args)}: {run.stderr}"
