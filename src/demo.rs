@@ -1,6 +1,8 @@
-//! The one-command demo: an embedded broker, the order generator and the match maker running
-//! together, a live summary every second, and a final market summary read back from the topics
-//! with consistency checks (every order consumed; trades on the topic = trades matched).
+//! The one-command demo: an embedded broker with every job running together (order generator,
+//! match maker, SMA and profit calculators, and the market-view server), a live line every second,
+//! a market summary read back from the topics with consistency checks (every order consumed;
+//! trades on the topic = trades matched = trades each analytics job consumed), then — when serving
+//! — live flow at a fixed rate with the dashboard up until Ctrl-C.
 
 use crate::analytics::{self, AnalyticsArgs};
 use crate::embedded::{EmbeddedKafka, TopicLayout};

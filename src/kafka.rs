@@ -3,7 +3,8 @@
 //!
 //! Every job takes [`KafkaArgs`]: `--brokers` (env `KAFKA_BROKERS`) and repeatable
 //! `-X key=value` passed straight to librdkafka, applied last so they override the defaults here
-//! (SASL/TLS work unchanged: `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 …`).
+//! (SASL/TLS work unchanged: `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 …`;
+//! in a pod the same settings come from `KAFKA_CONFIG`, and the password from `KAFKA_SASL_PASSWORD`).
 
 use crate::topics::{Topics, HDR_JOB, HDR_SEQ, HDR_SRC_OFFSET, HDR_SRC_PARTITION};
 use anyhow::{anyhow, Context};

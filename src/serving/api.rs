@@ -330,26 +330,35 @@ async fn publish(app: &Shared, p: Prepared) -> Result<Response, ApiError> {
         .partition(partition)
         .key(&p.key)
         .payload(&p.payload);
-    match app.sink.producer.send(record, Duration::from_secs(5)).await {
-        Ok(_) => {
+    // Bounded: the producer would otherwise keep retrying for its message timeout (minutes).
+    let sent = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.sink.producer.send(record, Duration::from_secs(5)),
+    )
+    .await;
+    let failure = match sent {
+        Ok(Ok(_)) => {
             app.counters
                 .orders_published
                 .fetch_add(1, Ordering::Relaxed);
             let body = json!({"id": p.id, "status": "SUBMITTED", "order": p.message});
-            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
         }
-        Err((e, _)) => {
-            app.counters
-                .publish_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "publishing an order failed");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the order was not published: {e}"),
-            ))
-        }
-    }
+        Ok(Err((e, _))) => e.to_string(),
+        Err(_) => "no acknowledgement from the broker within 10 s".to_string(),
+    };
+    app.counters
+        .publish_failures
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(error = %failure, "publishing an order failed");
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!(
+            "order {} was not confirmed by the broker ({failure}); check GET /orders/{} before resending",
+            p.id, p.id
+        ),
+    ))
 }
 
 fn refused(app: &Shared, r: Refused) -> ApiError {
