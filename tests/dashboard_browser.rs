@@ -7,30 +7,14 @@
 //! Needs Debian's `chromium` and `chromium-driver` (installed by `scripts/setup.sh`); paths can be
 //! overridden with `KAPPA_CHROMIUM` and `KAPPA_CHROMEDRIVER`.
 
+mod support;
+
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, Killed};
 
 fn tool(env: &str, default: &str) -> String {
     let path = std::env::var(env).unwrap_or_else(|_| default.to_string());

@@ -17,7 +17,6 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::Child;
 
 use std::time::{Duration, Instant};
 use support::*;
@@ -67,25 +66,6 @@ impl Api {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn high_watermark(reader: &BaseConsumer, topic: &str) -> i64 {

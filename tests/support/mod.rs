@@ -94,3 +94,24 @@ pub fn wait(child: &mut Child, limit: Duration) {
 pub fn reader(p: &Pipeline) -> BaseConsumer {
     p.kafka.reader().create().unwrap()
 }
+
+/// Kills (and reaps) its child processes when dropped, so a failing test leaves nothing behind.
+pub struct Killed(pub Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TCP port that was free a moment ago (for a server started by a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
