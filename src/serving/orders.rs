@@ -8,7 +8,7 @@
 //! Pure: no Kafka, no clock (the caller passes the time), so it is tested directly.
 
 use crate::schema::{parse_order, OrderEventMessage, OrderMessage};
-use kappa_engine::{Command, CommandKind, Instruments};
+use kappa_engine::Instruments;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +53,20 @@ impl IdAllocator {
     }
 }
 
-/// Checks `command` as the match maker would and builds its canonical message.
-fn finish(command: Command, instruments: &Instruments, now_ms: i64) -> Result<Prepared, Refused> {
+/// Raw JSON fields of an order message, kept as sent so numbers reach the parser exactly.
+type Fields = BTreeMap<String, Box<RawValue>>;
+
+fn raw(value: impl serde::Serialize) -> Result<Box<RawValue>, Refused> {
+    serde_json::value::to_raw_value(&value).map_err(|e| Refused::new("internal", e.to_string()))
+}
+
+/// Parses `fields` as the match maker parses an `orders` message, checks the command as the
+/// engine would, and builds its canonical message stamped with `now_ms`.
+fn finish(fields: &Fields, instruments: &Instruments, now_ms: i64) -> Result<Prepared, Refused> {
+    let bytes = serde_json::to_vec(fields).map_err(|e| Refused::new("internal", e.to_string()))?;
+    let command = parse_order(&bytes)
+        .map_err(|e| Refused::new(e.reason, e.detail))?
+        .command;
     command.normalize(instruments).map_err(|e| {
         Refused::new(
             e.reason.code(),
@@ -80,14 +92,13 @@ pub fn new_order(
     ids: &IdAllocator,
     now_ms: i64,
 ) -> Result<Prepared, Refused> {
-    // Keep every field's raw JSON text: numbers must reach the parser exactly as sent.
-    let mut fields: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_slice(body).map_err(|e| {
-            Refused::new(
-                "malformed_json",
-                format!("the body must be a JSON object: {e}"),
-            )
-        })?;
+    let mut fields: Fields = serde_json::from_slice(body).map_err(|e| {
+        Refused::new(
+            "malformed_json",
+            format!("the body must be a JSON object: {e}"),
+        )
+    })?;
+    // Only new orders here (absent action = NEW), so the parsed command is always a new order.
     if let Some(action) = fields.get("action") {
         if !action.get().eq_ignore_ascii_case("\"NEW\"") {
             return Err(Refused::new(
@@ -97,19 +108,9 @@ pub fn new_order(
         }
     }
     if !fields.contains_key("id") {
-        let id = RawValue::from_string(ids.next().to_string())
-            .map_err(|e| Refused::new("internal", e.to_string()))?;
-        fields.insert("id".into(), id);
+        fields.insert("id".into(), raw(ids.next())?);
     }
-    let bytes = serde_json::to_vec(&fields).map_err(|e| Refused::new("internal", e.to_string()))?;
-    let parsed = parse_order(&bytes).map_err(|e| Refused::new(e.reason, e.detail))?;
-    if parsed.command.kind() != CommandKind::New {
-        return Err(Refused::new(
-            "invalid_action",
-            "POST /orders places new orders",
-        ));
-    }
-    finish(parsed.command, instruments, now_ms)
+    finish(&fields, instruments, now_ms)
 }
 
 /// The optional body of `POST /orders/{id}/cancel` and `/amend`.
@@ -182,22 +183,15 @@ pub fn change_order(
         .trader
         .clone()
         .or_else(|| known.map(|k| k.trader.clone()));
-    let mut msg = serde_json::Map::new();
-    let text = |s: String| serde_json::Value::String(s);
-    msg.insert(
+    let mut fields = Fields::new();
+    fields.insert(
         "action".into(),
-        text(if amend { "AMEND" } else { "CANCEL" }.into()),
+        raw(if amend { "AMEND" } else { "CANCEL" })?,
     );
-    msg.insert("id".into(), serde_json::Value::from(id));
-    msg.insert("instrument".into(), text(instrument));
+    fields.insert("id".into(), raw(id)?);
+    fields.insert("instrument".into(), raw(instrument)?);
     if let Some(t) = trader {
-        msg.insert("trader".into(), text(t));
-    }
-    let mut fields: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
-    for (k, v) in msg {
-        let raw = RawValue::from_string(v.to_string())
-            .map_err(|e| Refused::new("internal", e.to_string()))?;
-        fields.insert(k, raw);
+        fields.insert("trader".into(), raw(t)?);
     }
     if amend {
         if let Some(p) = body.price {
@@ -212,9 +206,7 @@ pub fn change_order(
             "a cancel takes no price or quantity",
         ));
     }
-    let bytes = serde_json::to_vec(&fields).map_err(|e| Refused::new("internal", e.to_string()))?;
-    let parsed = parse_order(&bytes).map_err(|e| Refused::new(e.reason, e.detail))?;
-    finish(parsed.command, instruments, now_ms)
+    finish(&fields, instruments, now_ms)
 }
 
 #[cfg(test)]
