@@ -8,8 +8,9 @@
 use crate::processor::Counters;
 use crate::shutdown::Shutdown;
 use anyhow::Context as _;
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::collections::BTreeMap;
@@ -130,67 +131,72 @@ impl LoopStatus {
     }
 }
 
+/// Writes one metric family in Prometheus text format: its HELP and TYPE lines, then one sample
+/// per `(extra labels, value)`, labelled with `job` plus the extra labels (e.g. `,topic="orders"`).
+pub fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    job: &str,
+    samples: &[(String, &dyn std::fmt::Display)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{{job=\"{job}\"{labels}}} {v}");
+    }
+}
+
 /// Renders `counters` of job `job` in Prometheus text format.
 pub fn render(job: &str, c: &Counters) -> String {
     let mut out = String::with_capacity(4096);
-    let l = format!("job=\"{job}\"");
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{l}}} {v}"
-        );
+    let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
+        write_family(&mut out, name, kind, help, job, &[(String::new(), v)]);
     };
-    counter(
-        &mut out,
-        "kappa_messages_consumed_total",
-        "Input messages processed.",
-        Counters::get(&c.consumed),
-    );
-    counter(
-        &mut out,
-        "kappa_messages_produced_total",
-        "Output messages produced.",
-        Counters::get(&c.produced),
-    );
-    counter(
-        &mut out,
-        "kappa_rejects_total",
-        "Input messages sent to the rejects topic.",
-        Counters::get(&c.rejected),
-    );
-    counter(
-        &mut out,
-        "kappa_outputs_suppressed_total",
-        "Outputs not republished while replaying (already on the broker).",
-        Counters::get(&c.suppressed),
-    );
-    counter(
-        &mut out,
-        "kappa_items_total",
-        "Job items: trades (match maker), bars (SMA), P&L rows (profit).",
-        Counters::get(&c.items),
-    );
-    counter(
-        &mut out,
-        "kappa_state_updates_total",
-        "Conflated state messages (book depth, leaderboards).",
-        Counters::get(&c.state_updates),
-    );
-    let gauge = |out: &mut String, name: &str, help: &str, v: &dyn std::fmt::Display| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{l}}} {v}"
-        );
-    };
-    gauge(
-        &mut out,
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        (
+            "kappa_messages_consumed_total",
+            "Input messages processed.",
+            &c.consumed,
+        ),
+        (
+            "kappa_messages_produced_total",
+            "Output messages produced.",
+            &c.produced,
+        ),
+        (
+            "kappa_rejects_total",
+            "Input messages sent to the rejects topic.",
+            &c.rejected,
+        ),
+        (
+            "kappa_outputs_suppressed_total",
+            "Outputs not republished while replaying (already on the broker).",
+            &c.suppressed,
+        ),
+        (
+            "kappa_items_total",
+            "Job items: trades (match maker), bars (SMA), P&L rows (profit).",
+            &c.items,
+        ),
+        (
+            "kappa_state_updates_total",
+            "Conflated state messages (book depth, leaderboards).",
+            &c.state_updates,
+        ),
+    ];
+    for (name, help, v) in counters {
+        one(name, "counter", help, &Counters::get(v));
+    }
+    one(
         "kappa_assigned_partitions",
+        "gauge",
         "Input partitions assigned and recovered.",
         &Counters::get(&c.assigned),
     );
-    gauge(
-        &mut out,
+    one(
         "kappa_ready",
+        "gauge",
         "1 when partitions are assigned and their state rebuilt.",
         &u8::from(c.ops.is_ready()),
     );
@@ -200,26 +206,38 @@ pub fn render(job: &str, c: &Counters) -> String {
     } else {
         now_ms().saturating_sub(last) as f64 / 1e3
     };
-    gauge(
-        &mut out,
+    one(
         "kappa_last_poll_age_seconds",
+        "gauge",
         "Seconds since the loop last polled (-1: never).",
         &age,
     );
-    let name = "kappa_consumer_lag";
-    let _ = writeln!(out, "# HELP {name} Messages behind the high watermark, per input partition.\n# TYPE {name} gauge");
-    for ((topic, p), lag) in c.ops.lag.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let _ = writeln!(
-            out,
-            "{name}{{{l},topic=\"{topic}\",partition=\"{p}\"}} {lag}"
-        );
-    }
+    let lag = c.ops.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let samples: Vec<(String, &dyn std::fmt::Display)> = lag
+        .iter()
+        .map(|((topic, p), lag)| {
+            (
+                format!(",topic=\"{topic}\",partition=\"{p}\""),
+                lag as &dyn std::fmt::Display,
+            )
+        })
+        .collect();
+    write_family(
+        &mut out,
+        "kappa_consumer_lag",
+        "gauge",
+        "Messages behind the high watermark, per input partition.",
+        job,
+        &samples,
+    );
     let name = "kappa_batch_processing_seconds";
     let _ = writeln!(
         out,
         "# HELP {name} Time to process one batch of input.\n# TYPE {name} histogram"
     );
-    c.ops.batch_seconds.render(&mut out, name, &l);
+    c.ops
+        .batch_seconds
+        .render(&mut out, name, &format!("job=\"{job}\""));
     out
 }
 
@@ -233,45 +251,38 @@ pub struct OpsArgs {
 
 /// The router of the operational endpoints.
 pub fn router(job: &'static str, counters: Arc<Counters>) -> Router {
-    let (c1, c2, c3) = (counters.clone(), counters.clone(), counters);
+    type Ops = State<(&'static str, Arc<Counters>)>;
     Router::new()
         .route(
             "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    render(job, &c1),
-                )
-            }),
+            get(|State((job, c)): Ops| async move { metrics_response(render(job, &c)) }),
         )
         .route(
             "/healthz",
-            get(move || async move {
-                if c2.ops.is_healthy() {
-                    (StatusCode::OK, "ok").into_response()
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the poll loop is not advancing",
-                    )
-                        .into_response()
-                }
+            get(|State((_, c)): Ops| async move {
+                probe(c.ops.is_healthy(), "ok", "the poll loop is not advancing")
             }),
         )
         .route(
             "/readyz",
-            get(move || async move {
-                if c3.ops.is_ready() {
-                    (StatusCode::OK, "ready").into_response()
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not assigned or still replaying",
-                    )
-                        .into_response()
-                }
+            get(|State((_, c)): Ops| async move {
+                probe(c.ops.is_ready(), "ready", "not assigned or still replaying")
             }),
         )
+        .with_state((job, counters))
+}
+
+/// A Prometheus text-format response.
+pub fn metrics_response(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn probe(ok: bool, yes: &'static str, no: &'static str) -> Response {
+    if ok {
+        (StatusCode::OK, yes).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, no).into_response()
+    }
 }
 
 impl OpsArgs {
@@ -311,11 +322,7 @@ pub fn serve(addr: SocketAddr, router: Router, shutdown: &Shutdown) -> anyhow::R
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        while !shutdown.is_triggered() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    })
+                    .with_graceful_shutdown(async move { shutdown.triggered().await })
                     .await
             });
             if let Err(e) = served {

@@ -22,6 +22,14 @@ impl Shutdown {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the flag is triggered (checked every 100 ms), for async servers' graceful
+    /// shutdown.
+    pub async fn triggered(&self) {
+        while !self.is_triggered() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// A flag that is triggered by SIGINT or SIGTERM (handled on a small background thread).
     pub fn on_signals() -> anyhow::Result<Self> {
         let flag = Shutdown::new();

@@ -483,57 +483,58 @@ async fn stats(State(app): State<App>) -> impl IntoResponse {
 
 /// Prometheus text: what the feed applied, order entry outcomes, readiness.
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    use std::fmt::Write as _;
+    use crate::ops::write_family;
     let feed = app.read().counts();
     let c = &app.counters;
+    let (published, refused, failed, ready) = (
+        c.orders_published.load(Ordering::Relaxed),
+        c.orders_refused.load(Ordering::Relaxed),
+        c.publish_failures.load(Ordering::Relaxed),
+        u8::from(app.ready.load(Ordering::Relaxed)),
+    );
+    let label = |k: &str, v: &str| format!(",{k}=\"{v}\"");
+    let job = "market-view";
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{{job=\"market-view\"{labels}}} {v}");
-        }
-    };
-    metric(
+    write_family(
+        &mut out,
         "kappa_messages_consumed_total",
         "counter",
         "Messages applied to the served state, by topic.",
+        job,
         &[
-            (",topic=\"book\"", feed.book),
-            (",topic=\"trades\"", feed.trades),
-            (",topic=\"order-events\"", feed.order_events),
-            (",topic=\"analytics\"", feed.analytics),
+            (label("topic", "book"), &feed.book),
+            (label("topic", "trades"), &feed.trades),
+            (label("topic", "order-events"), &feed.order_events),
+            (label("topic", "analytics"), &feed.analytics),
         ],
     );
-    metric(
+    write_family(
+        &mut out,
         "kappa_undecodable_total",
         "counter",
         "Messages that did not decode.",
-        &[("", feed.undecodable)],
+        job,
+        &[(String::new(), &feed.undecodable)],
     );
-    metric(
+    write_family(
+        &mut out,
         "kappa_api_orders_total",
         "counter",
         "Order entry requests by outcome.",
+        job,
         &[
-            (
-                ",outcome=\"published\"",
-                c.orders_published.load(Ordering::Relaxed),
-            ),
-            (
-                ",outcome=\"refused\"",
-                c.orders_refused.load(Ordering::Relaxed),
-            ),
-            (
-                ",outcome=\"failed\"",
-                c.publish_failures.load(Ordering::Relaxed),
-            ),
+            (label("outcome", "published"), &published),
+            (label("outcome", "refused"), &refused),
+            (label("outcome", "failed"), &failed),
         ],
     );
-    metric(
+    write_family(
+        &mut out,
         "kappa_ready",
         "gauge",
         "1 once the state caught up with the topics.",
-        &[("", u64::from(app.ready.load(Ordering::Relaxed)))],
+        job,
+        &[(String::new(), &ready)],
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    crate::ops::metrics_response(out)
 }

@@ -147,9 +147,7 @@ pub fn spawn(
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {
-                        while !shutdown.is_triggered() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
+                        shutdown.triggered().await;
                         // Ends the live streams, which would otherwise hold the shutdown open.
                         stopping.store(true, std::sync::atomic::Ordering::Relaxed);
                     })
