@@ -7,18 +7,16 @@ Triggered by hand, with parameters (e.g. another window or SMA set: then use a n
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param
-from kappa_common import CONFIG, DEFAULT_ARGS, job_pod
+from kappa_common import CONFIG, DAG_SETTINGS, DEFAULT_ARGS, job_pod
 
 with DAG(
     dag_id="kappa_analytics_replay",
     description="Recompute bars/SMAs and P&L from the earliest offset into side topics and Parquet",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
+    **DAG_SETTINGS,
     dagrun_timeout=timedelta(hours=6),
     default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=4)},
     params={

@@ -9,7 +9,7 @@ load tests) that exit when done.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -20,6 +20,13 @@ CONFIG = yaml.safe_load((Path(__file__).parent / "kappa_config.yaml").read_text(
 
 #: Defaults of every task: bounded retries (the jobs are idempotent: a rerun republishes nothing
 #: already on the broker), and no task without a timeout.
+#: Settings every Kappa DAG shares: no backfill of missed intervals, one run at a time.
+DAG_SETTINGS = {
+    "start_date": datetime(2026, 1, 1),
+    "catchup": False,
+    "max_active_runs": 1,
+}
+
 DEFAULT_ARGS = {
     "owner": "kappa-exchange",
     "retries": 2,

@@ -6,18 +6,16 @@ because the replay is deterministic and the jobs drop outputs already on the bro
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG
-from kappa_common import CONFIG, DEFAULT_ARGS, job_pod
+from kappa_common import CONFIG, DAG_SETTINGS, DEFAULT_ARGS, job_pod
 
 with DAG(
     dag_id="kappa_daily_report",
     description="Daily Parquet report of 1-minute bars/SMAs and P&L",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
+    **DAG_SETTINGS,
     dagrun_timeout=timedelta(hours=4),
     default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=2)},
     tags=["kappa", "report"],

@@ -5,18 +5,16 @@ Triggered by hand with the size, rate and seed as parameters.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param
-from kappa_common import DEFAULT_ARGS, job_pod
+from kappa_common import DAG_SETTINGS, DEFAULT_ARGS, job_pod
 
 with DAG(
     dag_id="kappa_load_test",
     description="Publish a seeded order flow at a fixed rate",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
+    **DAG_SETTINGS,
     dagrun_timeout=timedelta(hours=2),
     # A load test is not retried: a second run would double the load.
     default_args={**DEFAULT_ARGS, "retries": 0, "execution_timeout": timedelta(hours=1)},
