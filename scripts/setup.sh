@@ -5,10 +5,15 @@ set -euo pipefail
 
 need=()
 # chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs);
-# python3-venv: the deployment checks' pinned tools (scripts/deploy-check.sh).
-for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver python3 python3-venv; do
+# python3-venv: the deployment checks' pinned tools (scripts/deploy-check.sh);
+# kcat: watching topics, and scripts/kafka.sh's readiness check (a metadata request).
+for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver python3 python3-venv kcat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# Java 17+ and Maven: the real Apache Kafka broker of scripts/kafka.sh (fetched from Maven
+# Central). Machines of this kind have them already; install Debian's where missing.
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -19,3 +24,6 @@ fi
 for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is missing (install Rust with rustup, components rustfmt and clippy)" >&2; exit 1; }
 done
+
+# The broker's jars (cached in tools/kafka/lib; no network once there).
+bash "$(dirname "$0")/kafka.sh" fetch
