@@ -1,11 +1,15 @@
 //! `kappa`: the umbrella command. `kappa demo` runs the whole pipeline on an embedded broker with
-//! nothing to install; `kappa broker` only hosts the embedded broker so the jobs can run as
-//! separate processes against it; `kappa simulate` runs the engine in-process.
+//! nothing to install (or on a real cluster, `--brokers`); `kappa broker` only hosts the embedded
+//! broker so the jobs can run as separate processes against it; `kappa topics` creates, checks,
+//! deletes or prints (for Kubernetes) the topics; `kappa simulate` runs the engine in-process.
 
 use clap::{Parser, Subcommand};
-use kappa_exchange::embedded::{EmbeddedKafka, TopicLayout};
+use kappa_exchange::broker::{self, BrokerArgs, Ensured};
+use kappa_exchange::embedded::EmbeddedKafka;
 use kappa_exchange::generator::FlowConfig;
+use kappa_exchange::kafka::KafkaArgs;
 use kappa_exchange::serving::ServeArgs;
+use kappa_exchange::topics::{strimzi_topics, TopicLayout};
 use kappa_exchange::{config, demo, shutdown::Shutdown, simulate, telemetry};
 use std::path::PathBuf;
 
@@ -28,11 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole pipeline on an embedded Kafka broker: a batch of orders, a verified summary,
-    /// then the dashboard and API with live flow until Ctrl-C (`--no-serve`: exit after the batch).
+    /// Run the whole pipeline on an embedded Kafka broker (or a real cluster: --brokers): a batch
+    /// of orders, a verified summary, then the dashboard and API with live flow until Ctrl-C
+    /// (`--no-serve`: exit after the batch).
     Demo {
         #[command(flatten)]
         flow: FlowArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Publishing rate in orders/s of wall-clock time (0 = as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
@@ -54,8 +61,16 @@ enum Command {
         #[arg(long, default_value = "")]
         topic_prefix: String,
     },
-    /// Benchmark the pipeline end to end on the embedded broker (orders/s with verified counts).
+    /// Create (or check), delete or print the pipeline's topics.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Benchmark the pipeline end to end on the embedded broker or a real cluster (--brokers):
+    /// orders/s with verified counts, and the raw pass-through ceiling of the same broker.
     BenchPipeline {
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Orders to publish.
         #[arg(long, default_value_t = 300_000)]
         count: usize,
@@ -75,8 +90,10 @@ enum Command {
         preload: bool,
     },
     /// Benchmark the analytics: Polars computation alone (batch mode) and each job live through
-    /// Kafka on the embedded broker.
+    /// Kafka on the embedded broker or a real cluster (--brokers), with the pass-through ceiling.
     BenchAnalytics {
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Trades for the computation-only runs.
         #[arg(long, default_value_t = 3_000_000)]
         trades: usize,
@@ -97,6 +114,37 @@ enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the topics on a cluster through the Admin API, with their configs; existing topics
+    /// are checked and kept, or refused when they cannot work (partition count, cleanup policy,
+    /// timestamp type).
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Partition counts: production (k8s/topics.yaml) or embedded (the demo's).
+        #[arg(long, default_value = "production", value_parser = ["production", "embedded"])]
+        layout: String,
+        /// Also the side-output topics of the Airflow DAGs (replay.*, report.*).
+        #[arg(long)]
+        side_outputs: bool,
+    },
+    /// Delete the topics under --topic-prefix (the standard ones and the side outputs).
+    Delete {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+    /// Print the Strimzi KafkaTopic resources of the production layout (k8s/topics.yaml).
+    K8s,
+}
+
+fn layout_named(name: &str) -> TopicLayout {
+    match name {
+        "embedded" => TopicLayout::default(),
+        _ => TopicLayout::production(),
+    }
 }
 
 #[derive(clap::Args)]
@@ -128,7 +176,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Demo { .. } | Command::BenchPipeline { .. }
+        Command::Demo { .. } | Command::BenchPipeline { .. } | Command::BenchAnalytics { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
         // The demo prints its own live summary; keep the jobs' logs to warnings.
@@ -139,6 +187,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo {
             flow,
+            broker,
             rate,
             no_serve,
             live_rate,
@@ -150,6 +199,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 serve: (!no_serve).then_some(serve),
                 live_rate,
+                broker,
             };
             demo::run(&cfg, &instruments, &shutdown)?;
         }
@@ -159,12 +209,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             let shutdown = Shutdown::on_signals()?;
             let layout = TopicLayout {
-                orders: partitions,
-                trades: partitions,
-                order_events: partitions * 2,
-                book: partitions,
                 rejects: partitions.min(2),
-                analytics: partitions,
+                ..TopicLayout::uniform(partitions)
             };
             let broker = EmbeddedKafka::start(&layout.topics(&topic_prefix))?;
             println!("{}", broker.bootstrap());
@@ -177,7 +223,41 @@ fn main() -> anyhow::Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }
+        Command::Topics { action } => match action {
+            TopicsAction::Create {
+                kafka,
+                layout,
+                side_outputs,
+            } => {
+                let layout = layout_named(&layout);
+                let mut plan = layout.plan(&kafka.topic_prefix);
+                if side_outputs {
+                    plan.extend(layout.side_outputs(&kafka.topic_prefix));
+                }
+                for (name, outcome) in broker::ensure_topics(&kafka, &plan)? {
+                    match outcome {
+                        Ensured::Created => println!("created {name}"),
+                        Ensured::Kept(notes) if notes.is_empty() => println!("exists  {name}"),
+                        Ensured::Kept(notes) => println!("exists  {name} ({})", notes.join("; ")),
+                    }
+                }
+            }
+            TopicsAction::Delete { kafka } => {
+                let layout = TopicLayout::default();
+                let names: Vec<String> = layout
+                    .plan(&kafka.topic_prefix)
+                    .into_iter()
+                    .chain(layout.side_outputs(&kafka.topic_prefix))
+                    .map(|t| t.name)
+                    .collect();
+                for name in broker::delete_topics(&kafka, &names)? {
+                    println!("deleted {name}");
+                }
+            }
+            TopicsAction::K8s => print!("{}", strimzi_topics(&TopicLayout::production(), "kappa")),
+        },
         Command::BenchPipeline {
+            broker,
             count,
             partitions,
             instruments_used,
@@ -192,10 +272,12 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 batch_size,
                 preload,
+                broker,
             };
             kappa_exchange::bench::run(&cfg, &instruments)?;
         }
         Command::BenchAnalytics {
+            broker,
             trades,
             live_trades,
             partitions,
@@ -208,6 +290,7 @@ fn main() -> anyhow::Result<()> {
                 partitions,
                 batch,
                 seed,
+                broker,
             };
             kappa_exchange::bench::run_analytics(&cfg, &instruments)?;
         }

@@ -11,6 +11,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== real Apache Kafka for the tests (every end-to-end test runs on it and on the embedded broker)"
+kafka_dir=$(mktemp -d -t kx-test-kafka.XXXXXX)
+kafka_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+KAPPA_TEST_KAFKA=$(bash scripts/kafka.sh start --port "$kafka_port" --dir "$kafka_dir" --ephemeral --watch-pid $$)
+export KAPPA_TEST_KAFKA
+trap 'bash scripts/kafka.sh stop --dir "$kafka_dir" >/dev/null 2>&1 || true' EXIT
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -1,16 +1,133 @@
-//! End-to-end pipeline benchmark on the embedded broker: the order generator publishes as fast
-//! as it can while the match maker consumes, matches and publishes; the figure is orders/s from
-//! the first publish until the match maker has consumed every order, with verified counts.
+//! Benchmarks of the pipeline and the analytics jobs, on the embedded broker or a real cluster
+//! (`--brokers`).
+//!
+//! Pipeline: the order generator publishes as fast as it can while the match maker consumes,
+//! matches and publishes (or, `--preload`, the match maker alone on a backlog); the figure is
+//! orders/s from the first publish until the match maker has consumed every order, with verified
+//! counts. Each run also measures, against the same broker and with the same client settings, a
+//! **ceiling**: raw librdkafka pass-through of the same messages (consume, produce unparsed to
+//! another topic), and prints the ratio.
 
+use crate::broker::{Broker, BrokerArgs};
 use crate::demo::summarize_topics;
-use crate::embedded::{EmbeddedKafka, TopicLayout};
 use crate::generator::{self, FlowConfig};
 use crate::kafka::KafkaArgs;
 use crate::matchmaker::{self, Counters};
 use crate::shutdown::Shutdown;
-use anyhow::anyhow;
+use crate::topics::{PlannedTopic, Topic, TopicLayout};
+use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::{Duration, Instant};
+
+/// A benchmark's topics on its broker: created under a fresh prefix on a real cluster, and
+/// deleted when dropped (benchmarks write hundreds of MB).
+struct BenchTopics {
+    broker: Broker,
+    kafka: KafkaArgs,
+    names: Vec<String>,
+}
+
+impl BenchTopics {
+    fn create(args: &BrokerArgs, layout: &TopicLayout) -> anyhow::Result<Self> {
+        let (broker, prefix) = args.open("bench")?;
+        let kafka = broker.kafka(&prefix);
+        let mut plan = layout.plan(&prefix);
+        // The ceiling's output: like `trades`, with the input's partition count.
+        plan.push(PlannedTopic {
+            name: format!("{prefix}passthrough"),
+            partitions: layout.orders.max(layout.trades),
+            spec: Topic::Trades.spec(),
+            retention_ms: Topic::Trades.spec().retention_ms,
+            about: "pass-through ceiling".into(),
+        });
+        broker.create_topics(&plan)?;
+        println!(
+            "{} at {}{}",
+            broker.describe(),
+            broker.bootstrap(),
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(", topics {prefix}*")
+            }
+        );
+        Ok(BenchTopics {
+            names: plan.into_iter().map(|t| t.name).collect(),
+            broker,
+            kafka,
+        })
+    }
+
+    fn passthrough(&self) -> String {
+        format!("{}passthrough", self.kafka.topic_prefix)
+    }
+}
+
+impl Drop for BenchTopics {
+    fn drop(&mut self) {
+        if let Broker::External(k) = &self.broker {
+            if let Err(e) = crate::broker::delete_topics(k, &self.names) {
+                eprintln!("could not delete the benchmark topics: {e:#}");
+            }
+        }
+    }
+}
+
+/// The raw librdkafka ceiling on this broker: consumes the `n` messages of `from` in a fresh
+/// consumer group and produces each one, unparsed, to the same partition of `to`, with the
+/// pipeline's own consumer and producer settings, until every one is delivered. Returns
+/// messages/s from the first message consumed to the last delivery.
+pub fn passthrough(kafka: &KafkaArgs, from: &str, to: &str, n: u64) -> anyhow::Result<f64> {
+    let group = format!("passthrough-{}", chrono::Utc::now().timestamp_micros());
+    let consumer: BaseConsumer = kafka.consumer(&group).create().context("consumer")?;
+    let producer: BaseProducer = kafka.producer().create().context("producer")?;
+    consumer.subscribe(&[from])?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut start: Option<Instant> = None;
+    let mut count = 0u64;
+    while count < n {
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "pass-through read {count} of {n} messages of {from} in 600 s"
+            ));
+        }
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => return Err(e).context("pass-through consumer"),
+            Some(Ok(m)) => m,
+        };
+        start.get_or_insert_with(Instant::now);
+        let mut record = BaseRecord::to(to)
+            .partition(m.partition())
+            .payload(m.payload().unwrap_or(&[]));
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = r;
+                }
+                Err((e, _)) => return Err(e).context("pass-through producer"),
+            }
+        }
+        count += 1;
+        if count % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("pass-through flush")?;
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(n as f64 / secs.max(1e-9))
+}
 
 /// Benchmark settings.
 #[derive(Clone, Debug)]
@@ -22,6 +139,8 @@ pub struct BenchConfig {
     pub batch_size: usize,
     /// Publish everything first, then time the match maker alone catching up on the backlog.
     pub preload: bool,
+    /// Embedded broker, or a real cluster.
+    pub broker: BrokerArgs,
 }
 
 /// Measured figures.
@@ -33,21 +152,15 @@ pub struct BenchReport {
     pub outputs: u64,
     pub trades_matched: u64,
     pub trades_on_topic: u64,
+    /// Raw pass-through of the same orders on the same broker (messages/s).
+    pub ceiling: f64,
 }
 
 /// Runs the benchmark and prints its figures.
 pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<BenchReport> {
     let p = cfg.partitions;
-    let layout = TopicLayout {
-        orders: p,
-        trades: p,
-        order_events: 2 * p,
-        book: p,
-        rejects: p,
-        analytics: p,
-    };
-    let broker = EmbeddedKafka::start(&layout.topics(""))?;
-    let kafka = KafkaArgs::new(broker.bootstrap());
+    let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(p))?;
+    let kafka = &bench.kafka;
     let flow = FlowConfig {
         count: cfg.count,
         instruments: cfg.instruments,
@@ -72,7 +185,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
     if cfg.preload {
         let t = Instant::now();
         published = generator::publish(
-            &kafka,
+            kafka,
             pending.take().expect("items"),
             cfg.count as u64,
             0.0,
@@ -86,7 +199,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         batch_size: cfg.batch_size,
         ..Default::default()
     };
-    let mm = matchmaker::spawn(&kafka, instruments, opts)?;
+    let mm = matchmaker::spawn(kafka, instruments, opts)?;
     let counters = mm.counters.clone();
     let assigned = |c: &Counters| Counters::get(&c.assigned) >= p as u64;
     if !mm.wait_until(
@@ -99,7 +212,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
 
     let start = Instant::now();
     if let Some(it) = pending.take() {
-        published = generator::publish(&kafka, it, cfg.count as u64, 0.0, false, &Shutdown::new())?
+        published = generator::publish(kafka, it, cfg.count as u64, 0.0, false, &Shutdown::new())?
             .published;
         publish_secs = start.elapsed().as_secs_f64();
     }
@@ -114,7 +227,9 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
     );
     let end_to_end_secs = start.elapsed().as_secs_f64();
     mm.stop()?;
-    let (_, trades_on_topic) = summarize_topics(&kafka, instruments)?;
+    let (_, trades_on_topic) = summarize_topics(kafka, instruments)?;
+    let orders = kafka.topics().orders;
+    let ceiling = passthrough(kafka, &orders, &bench.passthrough(), stats.published)?;
     let report = BenchReport {
         orders: Counters::get(&counters.consumed),
         publish_secs,
@@ -122,6 +237,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         outputs: Counters::get(&counters.produced),
         trades_matched: Counters::get(&counters.items),
         trades_on_topic,
+        ceiling,
     };
     println!(
         "generator publish   {:>10.0} orders/s ({:.2}s)",
@@ -136,6 +252,13 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         end_to_end_secs,
         report.outputs,
         report.outputs as f64 / end_to_end_secs
+    );
+    let rate = report.orders as f64 / end_to_end_secs;
+    println!(
+        "ceiling             {:>10.0} orders/s raw pass-through of the same {} orders (consume, produce unparsed; same broker and client settings): the pipeline runs at {:.0} % of it",
+        ceiling,
+        stats.published,
+        100.0 * rate / ceiling
     );
     let ok = report.orders == stats.published && report.trades_matched == report.trades_on_topic;
     println!(
@@ -157,12 +280,15 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
 pub struct AnalyticsBenchConfig {
     /// Trades for the computation-only runs.
     pub trades: usize,
-    /// Trades for the live runs through Kafka (must fit the embedded broker's retention).
+    /// Trades for the live runs through Kafka (on the embedded broker they must fit its
+    /// retention).
     pub live_trades: usize,
     pub partitions: i32,
     /// Micro-batch size for the computation-only runs.
     pub batch: usize,
     pub seed: u64,
+    /// Embedded broker, or a real cluster.
+    pub broker: BrokerArgs,
 }
 
 /// Seeded synthetic trades: 7 instruments random-walking around their reference prices, 200
@@ -275,22 +401,18 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     // Live through Kafka: preload the trades topic, then time each job alone.
     let p = cfg.partitions;
     let layout = TopicLayout {
-        orders: p,
-        trades: p,
         order_events: p,
-        book: p,
-        rejects: p,
-        analytics: p,
+        ..TopicLayout::uniform(p)
     };
-    let broker = EmbeddedKafka::start(&layout.topics(""))?;
-    let kafka = KafkaArgs::new(broker.bootstrap());
+    let bench = BenchTopics::create(&cfg.broker, &layout)?;
+    let kafka = &bench.kafka;
     let live = cfg.live_trades.min(payloads.len());
     let items = trades[..live]
         .iter()
         .zip(&payloads)
         .map(|(t, v)| (t.instrument.clone(), v.clone(), Some(t.ts_ms)));
     let sent = crate::generator::publish_to(
-        &kafka,
+        kafka,
         &kafka.topics().trades,
         items,
         live as u64,
@@ -299,24 +421,32 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     .published;
     // The embedded broker keeps at most 5 MiB per partition: count what it actually retains.
     let published = {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
         let reader: BaseConsumer = kafka.reader().create()?;
         let mut n = 0;
         for q in 0..p {
-            let (low, high) =
-                reader.fetch_watermarks(&kafka.topics().trades, q, Duration::from_secs(10))?;
+            let (low, high) = crate::kafka::watermarks(&reader, &kafka.topics().trades, q)?;
             n += (high - low) as u64;
         }
         n
     };
     if published < sent {
-        return Err(anyhow!("the embedded broker retained {published} of {sent} trades: lower --live-trades or raise --partitions"));
+        return Err(anyhow!("the broker retained {published} of {sent} trades: lower --live-trades or raise --partitions"));
     }
+    let ceiling = passthrough(
+        kafka,
+        &kafka.topics().trades,
+        &bench.passthrough(),
+        published,
+    )?;
+    println!(
+        "ceiling           raw pass-through {:>6.2} M trades/s  (consume, produce unparsed; same broker and client settings)",
+        ceiling / 1e6
+    );
     for name in ["sma-calculator", "profit-calculator"] {
         let job = if name == "sma-calculator" {
-            crate::analytics::sma::spawn(&kafka, instruments, args.clone())?
+            crate::analytics::sma::spawn(kafka, instruments, args.clone())?
         } else {
-            crate::analytics::profit::spawn(&kafka, instruments, args.clone())?
+            crate::analytics::profit::spawn(kafka, instruments, args.clone())?
         };
         let assigned = |c: &Counters| Counters::get(&c.assigned) >= p as u64;
         if !job.wait_until(
@@ -336,7 +466,8 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
         let consumed = Counters::get(&job.counters.consumed);
         let outputs = Counters::get(&job.counters.produced);
         job.stop()?;
-        println!("{name:<17} live via Kafka {:>6.2} M trades/s  ({consumed} of {published} trades consumed in {s:.2}s, {outputs} outputs)", consumed as f64 / s / 1e6);
+        let rate = consumed as f64 / s;
+        println!("{name:<17} live via Kafka {:>6.2} M trades/s  ({consumed} of {published} trades consumed in {s:.2}s, {outputs} outputs; {:.0} % of the ceiling)", rate / 1e6, 100.0 * rate / ceiling);
         if consumed != published {
             return Err(anyhow!("{name} consumed {consumed} of {published}"));
         }

@@ -11,46 +11,6 @@ use rdkafka::mocking::MockCluster;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// Partition counts for the standard topics.
-#[derive(Clone, Debug)]
-pub struct TopicLayout {
-    pub orders: i32,
-    pub trades: i32,
-    pub order_events: i32,
-    pub book: i32,
-    pub rejects: i32,
-    pub analytics: i32,
-}
-
-impl Default for TopicLayout {
-    /// Sized for the mock's 5 MiB per partition: order events are the bulkiest stream.
-    fn default() -> Self {
-        TopicLayout {
-            orders: 4,
-            trades: 4,
-            order_events: 8,
-            book: 4,
-            rejects: 2,
-            analytics: 4,
-        }
-    }
-}
-
-impl TopicLayout {
-    /// `(topic, partitions)` for every standard topic under `prefix`.
-    pub fn topics(&self, prefix: &str) -> Vec<(String, i32)> {
-        let t = crate::topics::Topics::with_prefix(prefix);
-        vec![
-            (t.orders, self.orders),
-            (t.trades, self.trades),
-            (t.order_events, self.order_events),
-            (t.book, self.book),
-            (t.rejects, self.rejects),
-            (t.analytics, self.analytics),
-        ]
-    }
-}
-
 enum Request {
     CreateTopic(String, i32, mpsc::Sender<anyhow::Result<()>>),
     Stop,

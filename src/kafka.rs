@@ -28,12 +28,14 @@ pub struct KafkaArgs {
     /// process listing.
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
     pub sasl_password: Option<String>,
-    /// Prefix for every topic name (e.g. `replay.` to replay into separate topics).
+    /// Prefix for every topic name, consumer group and transactional id: a namespace, so several
+    /// pipelines (tests, demos, staging) can share one cluster.
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+/// Parses `KEY=VALUE` (a librdkafka setting).
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
@@ -82,6 +84,21 @@ impl KafkaArgs {
         c
     }
 
+    /// The consumer group id of `group` in this namespace (`--topic-prefix`).
+    pub fn group_id(&self, group: &str) -> String {
+        format!("{}{group}", self.topic_prefix)
+    }
+
+    /// The transactional id `id` in this namespace (`--topic-prefix`).
+    pub fn transactional_id(&self, id: &str) -> String {
+        format!("{}{id}", self.topic_prefix)
+    }
+
+    /// An admin client (CreateTopics, DescribeConfigs, DeleteTopics).
+    pub fn admin(&self) -> ClientConfig {
+        self.finish(self.base())
+    }
+
     /// An idempotent producer tuned for throughput (batching, lz4).
     pub fn producer(&self) -> ClientConfig {
         let mut c = self.base();
@@ -100,7 +117,7 @@ impl KafkaArgs {
     /// A group consumer that never auto-resets past data and commits only what was processed.
     pub fn consumer(&self, group: &str) -> ClientConfig {
         let mut c = self.base();
-        c.set("group.id", group)
+        c.set("group.id", self.group_id(group))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
@@ -208,6 +225,40 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
     Ok(t.partitions().len() as i32)
 }
 
+/// The (low, high) watermarks of `topic`/`partition` — for a read_committed client, high is the
+/// last stable offset. Retries for up to 15 s while the answer is a transient broker state (a
+/// leader moving or just elected, a request timing out): a real cluster gives those right after a
+/// topic is created or a broker restarts.
+pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(i64, i64)> {
+    use rdkafka::error::KafkaError::MetadataFetch;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(w) => return Ok(w),
+            Err(MetadataFetch(
+                Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::UnknownTopicOrPartition
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::NotCoordinator
+                | Code::BrokerNotAvailable
+                | Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::OffsetNotAvailable,
+            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => {
+                return Err(e).with_context(|| format!("watermarks of {topic}/{partition}"));
+            }
+        }
+    }
+}
+
 /// Reads `topic`/`partition` from offset `from` up to (not including) `to`, calling `f` for each
 /// message. Returns the number of messages read.
 pub fn read_range(
@@ -243,14 +294,10 @@ pub fn read_range(
                 n += 1;
                 f(&m);
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
-                // Data below `to` may have been dropped by retention; nothing more to read.
-                let (_, high) =
-                    reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-                if next >= high.min(to) {
-                    break;
-                }
-            }
+            // The end of what this reader may see: the high watermark, or under read_committed
+            // the last stable offset. Offsets below `to` may be transaction markers (never
+            // delivered), aborted records, or dropped by retention: nothing more to read.
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}/{partition}")),
         }
     }
@@ -271,7 +318,7 @@ pub fn scan_backwards<S>(
     mut visit: impl FnMut(&mut S, &rdkafka::message::BorrowedMessage<'_>),
     enough: impl Fn(&S) -> bool,
 ) -> anyhow::Result<()> {
-    let (low, high) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let (low, high) = watermarks(reader, topic, partition)?;
     let mut end = high;
     let mut window = first_window.max(1);
     while end > low && !enough(state) {
@@ -331,7 +378,7 @@ pub fn read_topic(
 ) -> anyhow::Result<usize> {
     let mut n = 0;
     for q in 0..partition_count(reader, topic)? {
-        let (low, high) = reader.fetch_watermarks(topic, q, Duration::from_secs(10))?;
+        let (low, high) = watermarks(reader, topic, q)?;
         n += read_range(reader, topic, q, low, high, &mut f)?;
     }
     Ok(n)

@@ -5,10 +5,12 @@
 //! binaries in `jobs/` wire together:
 //!
 //! - [`config`]: shared configuration (the instrument table).
-//! - [`topics`]: topic names, keys, headers and the partitioner.
+//! - [`topics`]: topic names, keys, headers, the partitioner and the topic layout.
 //! - [`schema`]: JSON message schemas of every topic; parsing of incoming orders.
 //! - [`kafka`]: client configuration (`--brokers`, `-X`), provenance headers, output scans.
 //! - [`embedded`]: the embedded broker (librdkafka's mock cluster) for demos and tests.
+//! - [`broker`]: embedded broker or real cluster behind one interface; topics through the Admin
+//!   API.
 //! - [`generator`]: the order-generator job.
 //! - [`processor`]: the consume-process-produce loop of every streaming job, with exactly-once
 //!   output by deterministic replay.
@@ -24,6 +26,7 @@ pub use kappa_engine as engine;
 
 pub mod analytics;
 pub mod bench;
+pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod embedded;

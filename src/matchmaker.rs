@@ -107,9 +107,10 @@ impl Job for MatchMaker<'_> {
             Ok(p) => p,
             Err(e) => return out.reject(m, m.key().unwrap_or(&[]), e.reason, e.detail),
         };
-        if let Some(ts) = parsed.event_time_ms {
-            out.set_event_time(ts);
-        }
+        // Exchange time: the `orders` record's timestamp (on a real cluster the broker's arrival
+        // stamp, `LogAppendTime`), which replays identically. The client's `order_timestamp` is
+        // only audit data: a far-future or far-past stamp must never move the outputs' time (the
+        // broker would refuse outputs stamped more than an hour ahead, forever, on every replay).
         let ts = out.event_time();
         // One book per instrument: its orders must all come through the partition its key maps
         // to. A producer with another partitioner would otherwise split the book in two.
@@ -132,7 +133,7 @@ impl Job for MatchMaker<'_> {
         for e in &self.events {
             match &e.body {
                 EventBody::Trade(t) => {
-                    Counters::add(&out.counters().items, 1);
+                    out.count_items(1);
                     let msg = TradeMessage::new(t, instruments, out.partition(), ts);
                     out.emit(TRADES, msg.instrument.as_bytes(), &msg)?;
                 }

@@ -153,11 +153,16 @@ pub fn render(job: &str, c: &Counters) -> String {
     let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
         write_family(&mut out, name, kind, help, job, &[(String::new(), v)]);
     };
-    let counters: [(&str, &str, &AtomicU64); 6] = [
+    let counters: [(&str, &str, &AtomicU64); 7] = [
         (
             "kappa_messages_consumed_total",
-            "Input messages processed.",
+            "Input messages processed (each offset once per process).",
             &c.consumed,
+        ),
+        (
+            "kappa_messages_replayed_total",
+            "Input messages processed again to rebuild state after a reassignment.",
+            &c.replayed,
         ),
         (
             "kappa_messages_produced_total",

@@ -74,7 +74,11 @@ impl Options {
 /// Live counters, readable from other threads.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Input messages processed, each offset once per process (see `replayed`).
     pub consumed: AtomicU64,
+    /// Input messages processed again: the replay that rebuilds a partition's state after it
+    /// was assigned to this process once more (a rebalance).
+    pub replayed: AtomicU64,
     pub rejected: AtomicU64,
     pub produced: AtomicU64,
     pub suppressed: AtomicU64,
@@ -231,6 +235,9 @@ pub struct SeqState {
     last_ts: i64,
     /// `until_end`: the end offset seen at assignment.
     end_offset: i64,
+    /// The input at `last_offset` is processed for the first time by this process (not a replay
+    /// after a reassignment): what the counters count.
+    fresh: bool,
 }
 
 /// Output resources shared by all partitions.
@@ -282,6 +289,14 @@ impl Emitter<'_, '_> {
     /// The job's counters.
     pub fn counters(&self) -> &Counters {
         self.shared.counters
+    }
+
+    /// Counts `n` job items (trades, bars, P&L rows), unless they come from input this process
+    /// already processed before a reassignment.
+    pub fn count_items(&self, n: u64) {
+        if self.seq.fresh {
+            Counters::add(&self.shared.counters.items, n);
+        }
     }
 
     fn send(
@@ -353,7 +368,9 @@ impl Emitter<'_, '_> {
         reason: &str,
         detail: String,
     ) -> anyhow::Result<()> {
-        Counters::add(&self.shared.counters.rejected, 1);
+        if self.seq.fresh {
+            Counters::add(&self.shared.counters.rejected, 1);
+        }
         let payload = msg.payload().unwrap_or(&[]);
         let r = RejectMessage {
             reason: reason.to_string(),
@@ -437,9 +454,7 @@ fn recover<J: Job>(
     let mut slots: Vec<Slot<J::State>> = Vec::with_capacity(assigned.len());
     for &p in assigned {
         let end_offset = if until_end {
-            consumer
-                .fetch_watermarks(input, p, Duration::from_secs(10))?
-                .1
+            crate::kafka::watermarks(consumer, input, p)?.1
         } else {
             i64::MAX
         };
@@ -456,6 +471,7 @@ fn recover<J: Job>(
                 last_offset: -1,
                 last_ts: 0,
                 end_offset,
+                fresh: true,
             },
             state: job.new_state(p),
         });
@@ -492,7 +508,7 @@ pub fn run<J: Job>(
     let failed = Arc::new(AtomicBool::new(false));
     let mut pcfg = kafka.producer();
     if let Some(id) = &opts.transactional_id {
-        pcfg.set("transactional.id", id)
+        pcfg.set("transactional.id", kafka.transactional_id(id))
             .set("transaction.timeout.ms", "120000");
     }
     let producer: Arc<BaseProducer<ProduceContext>> = Arc::new(
@@ -511,10 +527,13 @@ pub fn run<J: Job>(
         producer: producer.clone(),
         changes: Mutex::default(),
     };
-    let consumer: BaseConsumer<RebalanceContext> = kafka
-        .consumer(&opts.group)
-        .create_with_context(ctx)
-        .context("creating consumer")?;
+    let mut ccfg = kafka.consumer(&opts.group);
+    if transactional {
+        // Offsets are committed inside each transaction, never on their own.
+        ccfg.set("enable.auto.commit", "false");
+    }
+    let consumer: BaseConsumer<RebalanceContext> =
+        ccfg.create_with_context(ctx).context("creating consumer")?;
     let reader: BaseConsumer = kafka.reader().create().context("creating reader")?;
     let names = job.outputs();
     let partitions = names
@@ -537,6 +556,9 @@ pub fn run<J: Job>(
     info!(brokers = %kafka.brokers, group = %opts.group, job = job.name(), "started");
 
     let mut slots: HashMap<i32, Slot<J::State>> = HashMap::new();
+    // Per input partition, the highest offset this process has processed (kept across
+    // reassignments, so the counters count each input once).
+    let mut counted: HashMap<i32, i64> = HashMap::new();
     let mut touched: Vec<i32> = Vec::new();
     let mut last_input = Instant::now();
     let mut in_txn = false;
@@ -596,7 +618,14 @@ pub fn run<J: Job>(
                 producer.begin_transaction().context("begin transaction")?;
                 in_txn = true;
             }
-            Counters::add(&counters.consumed, 1);
+            let high = counted.entry(m.partition()).or_insert(-1);
+            slot.seq.fresh = m.offset() > *high;
+            if slot.seq.fresh {
+                *high = m.offset();
+                Counters::add(&counters.consumed, 1);
+            } else {
+                Counters::add(&counters.replayed, 1);
+            }
             slot.seq.last_offset = m.offset();
             slot.seq.last_ts = m.timestamp().to_millis().unwrap_or(slot.seq.last_ts);
             {
@@ -709,9 +738,12 @@ pub fn run<J: Job>(
             "a produce request failed; exiting so a restart can replay"
         ));
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => warn!("final commit: {e}"),
+    // Under transactions every batch's offsets were committed with its outputs.
+    if !transactional {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!("final commit: {e}"),
+        }
     }
     info!(
         job = job.name(),

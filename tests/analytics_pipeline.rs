@@ -1,6 +1,7 @@
-//! End to end on the embedded broker: generator → match maker → SMA calculator and profit
-//! calculator (batch mode, `--until-end`) → `analytics`, checked against direct computations over
-//! the `trades` topic; Parquet output; and a restart that must publish nothing twice.
+//! End to end on the embedded broker and on a real Kafka: generator → match maker → SMA calculator
+//! and profit calculator (batch mode, `--until-end`) → `analytics`, checked against direct
+//! computations over the `trades` topic; Parquet output; and a restart that must publish nothing
+//! twice.
 
 mod support;
 
@@ -10,11 +11,11 @@ type BarValues = (Decimal, Decimal, Decimal, Decimal, Decimal, i64);
 use kappa_analytics::{BarEngine, Position, WindowSpec};
 use kappa_exchange::analytics::TradeDecoder;
 use kappa_exchange::config;
-use kappa_exchange::embedded::TopicLayout;
 use kappa_exchange::kafka::{read_range, read_topic, Provenance};
 use kappa_exchange::schema::{
     AnalyticsKind, BarMessage, LeaderboardMessage, PnlMessage, SmaMessage,
 };
+use kappa_exchange::topics::TopicLayout;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rust_decimal::Decimal;
@@ -23,9 +24,14 @@ use std::path::Path;
 use std::time::Duration;
 use support::*;
 
+on_both_brokers!(
+    analytics_jobs_end_to_end,
+    a_backfill_into_side_topics_reproduces_the_live_analytics,
+);
+
 fn analytics(p: &Pipeline) -> Vec<(i32, Vec<u8>, Option<Provenance>)> {
     let mut v = Vec::new();
-    read_topic(&reader(p), "analytics", |m| {
+    read_topic(&reader(p), &p.topic("analytics"), |m| {
         v.push((
             m.partition(),
             m.payload().unwrap().to_vec(),
@@ -42,15 +48,16 @@ fn kind(payload: &[u8]) -> String {
         .kind
 }
 
-#[test]
-fn analytics_jobs_end_to_end() {
-    let p = start(TopicLayout::default());
+fn analytics_jobs_end_to_end(on: On) {
+    let p = start(on, TopicLayout::default());
     let items = flow(15_000, 17);
-    publish(&p, &items);
+    // Paced: on a real broker the exchange's time is the arrival time of each order, and the
+    // windows need a few seconds of it.
+    publish_at(&p, &items, 5_000.0);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
     wait(&mut mm, Duration::from_secs(120));
 
-    let dir = std::env::temp_dir().join(format!("kx-analytics-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("kx-analytics-{}-{on:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let parquet = dir.to_str().unwrap();
     let args = [
@@ -84,10 +91,10 @@ fn analytics_jobs_end_to_end() {
     let mut trades_by_partition: Vec<Vec<kappa_analytics::TradeRow>> = Vec::new();
     for q in 0..4 {
         let (low, high) = r
-            .fetch_watermarks("trades", q, Duration::from_secs(5))
+            .fetch_watermarks(&p.topic("trades"), q, Duration::from_secs(5))
             .unwrap();
         let mut rows = Vec::new();
-        read_range(&r, "trades", q, low, high, |m| {
+        read_range(&r, &p.topic("trades"), q, low, high, |m| {
             rows.push(decoder.decode(m.payload().unwrap()).unwrap().0)
         })
         .unwrap();
@@ -327,14 +334,12 @@ fn analytics_jobs_end_to_end() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_backfill_into_side_topics_reproduces_the_live_analytics() {
-    let p = start(TopicLayout::default());
-    publish(&p, &flow(4_000, 23));
+fn a_backfill_into_side_topics_reproduces_the_live_analytics(on: On) {
+    let p = start(on, TopicLayout::default());
+    publish_at(&p, &flow(4_000, 23), 4_000.0);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
     wait(&mut mm, Duration::from_secs(120));
-    p.broker.create_topic("replay.analytics", 4).unwrap();
-    p.broker.create_topic("replay.rejects", 2).unwrap();
+    p.create_topics("replay.", &TopicLayout::default());
     let live = ["--until-end", "--window", "100ms"];
     let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &live);
     wait(&mut sma, Duration::from_secs(120));
@@ -354,7 +359,7 @@ fn a_backfill_into_side_topics_reproduces_the_live_analytics() {
     wait(&mut sma, Duration::from_secs(120));
     let payloads = |topic: &str| {
         let mut v = Vec::new();
-        read_topic(&reader(&p), topic, |m| {
+        read_topic(&reader(&p), &p.topic(topic), |m| {
             v.push((m.partition(), m.payload().unwrap().to_vec()))
         })
         .unwrap();

@@ -1,6 +1,9 @@
 //! The `kappa` binary's commands, run as a user would.
 
+mod support;
+
 use std::process::Command;
+use support::{on_both_brokers, real_kafka, On};
 
 fn kappa(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kappa"))
@@ -44,19 +47,34 @@ fn bad_instrument_file_is_a_clear_error() {
     assert!(err.contains("bad.toml"), "{err}");
 }
 
-#[test]
-fn demo_runs_the_pipeline_and_its_consistency_check_passes() {
-    let out = kappa(&["demo", "--count", "5000", "--seed", "8", "--no-serve"]);
+on_both_brokers!(demo_runs_the_pipeline_and_its_consistency_check_passes);
+
+fn demo_runs_the_pipeline_and_its_consistency_check_passes(on: On) {
+    let mut args = vec!["demo", "--count", "5000", "--seed", "8", "--no-serve"];
+    if on == On::Kafka {
+        args.extend(["--brokers", real_kafka()]);
+    }
+    let out = kappa(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("embedded Kafka broker at 127.0.0.1:"),
-        "{text}"
-    );
+    match on {
+        On::Mock => assert!(
+            text.contains("embedded Kafka broker at 127.0.0.1:"),
+            "{text}"
+        ),
+        On::Kafka => {
+            assert!(
+                text.contains(&format!("Kafka cluster at {}", real_kafka())),
+                "{text}"
+            );
+            // A fresh namespace per run: the consistency check needs empty topics.
+            assert!(text.contains("prefixed \"demo-"), "{text}");
+        }
+    }
     assert!(text.contains("kcat -b 127.0.0.1:"), "{text}");
     assert!(text.contains("consistency check: OK"), "{text}");
     assert!(text.contains("consumed 5000"), "{text}");

@@ -1,8 +1,9 @@
-//! A real browser against the real demo: headless Chromium (driven through chromedriver's W3C
-//! WebDriver API) loads the dashboard while `kappa demo` runs with live flow, and the test checks
+//! A real browser against the real demo, on the embedded broker and on a real Kafka
+//! (`kappa demo --brokers`): headless Chromium (driven through chromedriver's W3C WebDriver API)
+//! loads the dashboard while `kappa demo` runs with live flow, and the test checks
 //! that the order book, trade tape, chart and leaderboard render with live values that keep
 //! changing, that the values agree with the HTTP API, and that the instrument picker works. A
-//! screenshot is saved to `target/tmp/dashboard.png`.
+//! screenshot is saved to `target/tmp/dashboard-{mock,kafka}.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (installed by `scripts/setup.sh`); paths can be
 //! overridden with `KAPPA_CHROMIUM` and `KAPPA_CHROMEDRIVER`.
@@ -14,7 +15,9 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, Killed};
+use support::{free_port, on_both_brokers, real_kafka, Killed, On};
+
+on_both_brokers!(dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium);
 
 fn tool(env: &str, default: &str) -> String {
     let path = std::env::var(env).unwrap_or_else(|_| default.to_string());
@@ -99,8 +102,7 @@ fn is_price(v: &Value) -> bool {
     })
 }
 
-#[test]
-fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium() {
+fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium(on: On) {
     let chromium = tool("KAPPA_CHROMIUM", "/usr/bin/chromium");
     let chromedriver = tool("KAPPA_CHROMEDRIVER", "/usr/bin/chromedriver");
     let (web, wd) = (free_port(), free_port());
@@ -115,6 +117,10 @@ fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium() {
             "100",
         ])
         .args(["--bind", &format!("127.0.0.1:{web}")])
+        .args(match on {
+            On::Mock => vec![],
+            On::Kafka => vec!["--brokers", real_kafka()],
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -259,7 +265,8 @@ fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium() {
         .decode(shot.as_str().unwrap())
         .unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let name = format!("dashboard-{}.png", format!("{on:?}").to_lowercase());
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot: {}", path.display());
 

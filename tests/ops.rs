@@ -1,13 +1,15 @@
-//! The operational endpoints of a streaming job (a real match-maker process on the embedded
-//! broker): `/readyz` is 503 until the partitions are assigned and replayed, then 200; `/healthz`
+//! The operational endpoints of a streaming job (a real match-maker process, on the embedded broker
+//! and on a real Kafka): `/readyz` is 503 until the partitions are assigned and replayed, then 200; `/healthz`
 //! is 200 while the loop polls; `/metrics` counts what was processed, shows zero lag once caught
 //! up, and has a batch-latency histogram.
 
 mod support;
 
-use kappa_exchange::embedded::TopicLayout;
+use kappa_exchange::topics::TopicLayout;
 use std::time::{Duration, Instant};
 use support::*;
+
+on_both_brokers!(match_maker_serves_metrics_health_and_readiness);
 
 fn get(url: &str) -> (u16, String) {
     match ureq::get(url).timeout(Duration::from_secs(5)).call() {
@@ -24,10 +26,11 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn match_maker_serves_metrics_health_and_readiness() {
-    let p = start(TopicLayout::default());
-    let items = flow(3_000, 11);
+fn match_maker_serves_metrics_health_and_readiness(on: On) {
+    let p = start(on, TopicLayout::default());
+    // Enough history that replaying it keeps the job unready for a while (a real broker's group
+    // join is quick).
+    let items = flow(30_000, 11);
     publish(&p, &items);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -37,7 +40,8 @@ fn match_maker_serves_metrics_health_and_readiness() {
     let base = format!("http://127.0.0.1:{port}");
     let mut mm = match_maker(&p, &["--ops-bind", &format!("127.0.0.1:{port}")]);
 
-    // The first answer comes before the group join (≈3 s on the embedded broker): not ready.
+    // The first answer comes before the group join and the replay (≈3 s on the embedded
+    // broker): not ready.
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
         let (s, body) = get(&format!("{base}/readyz"));

@@ -1,12 +1,12 @@
-//! End-to-end tests of the Kafka pipeline on the embedded broker: the match maker runs as a real
-//! process (so it can be killed), fed by the order generator's flow; what lands on the topics is
-//! compared with the engine run in-process over the same orders.
+//! End-to-end tests of the Kafka pipeline, each on the embedded broker and on a real Apache Kafka:
+//! the match maker runs as a real process (so it can be killed), fed by the order generator's flow;
+//! what lands on the topics is compared with the engine run in-process over the same orders.
 
 mod support;
 
-use kappa_exchange::embedded::TopicLayout;
 use kappa_exchange::kafka::{read_topic, Provenance};
 use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage};
+use kappa_exchange::topics::TopicLayout;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -15,10 +15,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 
+on_both_brokers!(
+    trades_on_the_topic_equal_the_in_process_engine,
+    bad_input_goes_to_rejects_with_a_reason_and_counts_add_up,
+    client_timestamps_never_stamp_outputs,
+    sigkill_mid_stream_then_restart_loses_and_duplicates_nothing,
+    two_match_makers_share_the_partitions_and_one_takes_over,
+    replay_in_a_new_group_reproduces_byte_identical_outputs,
+    transactional_mode_produces_the_same_trades,
+    counters_count_each_input_once_across_rebalances,
+);
+
 /// Trades per instrument, in publication order (one instrument lives in one partition).
 fn topic_trades(p: &Pipeline, topic: &str) -> BTreeMap<String, Vec<TradeKey>> {
     let mut out: BTreeMap<String, Vec<TradeKey>> = BTreeMap::new();
-    read_topic(&reader(p), topic, |m| {
+    read_topic(&reader(p), &p.topic(topic), |m| {
         let t: TradeMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
         out.entry(t.instrument.clone()).or_default().push(key(&t));
     })
@@ -53,7 +64,7 @@ fn audit_sequences(p: &Pipeline, prefix: &str) -> HashMap<i32, u64> {
     let mut counts = HashMap::new();
     for topic in ["trades", "order-events", "rejects"] {
         let mut seqs: HashMap<i32, Vec<u64>> = HashMap::new();
-        read_topic(&r, &format!("{prefix}{topic}"), |m| {
+        read_topic(&r, &p.topic(&format!("{prefix}{topic}")), |m| {
             let prov = Provenance::of(m).expect("provenance headers on every output");
             seqs.entry(prov.partition).or_default().push(prov.seq);
         })
@@ -75,16 +86,15 @@ fn high_watermark_sum(p: &Pipeline, topic: &str) -> i64 {
     let r = reader(p);
     (0..4)
         .map(|q| {
-            r.fetch_watermarks(topic, q, Duration::from_secs(5))
+            r.fetch_watermarks(&p.topic(topic), q, Duration::from_secs(5))
                 .map(|(_, h)| h)
                 .unwrap_or(0)
         })
         .sum()
 }
 
-#[test]
-fn trades_on_the_topic_equal_the_in_process_engine() {
-    let p = start(TopicLayout::default());
+fn trades_on_the_topic_equal_the_in_process_engine(on: On) {
+    let p = start(on, TopicLayout::default());
     let items = flow(20_000, 11);
     publish(&p, &items);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
@@ -98,9 +108,8 @@ fn trades_on_the_topic_equal_the_in_process_engine() {
     audit_sequences(&p, "");
 }
 
-#[test]
-fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up() {
-    let p = start(TopicLayout::default());
+fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up(on: On) {
+    let p = start(on, TopicLayout::default());
     let good = r#"{"id":1000001,"instrument":"TCS","trxn_type":"BUY","quantity":5.0,"price":15.0,"order_timestamp":"2023/03/12, 23:48:37"}"#;
     let inputs: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
         ("TCS", good.as_bytes().to_vec(), None),
@@ -125,7 +134,7 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up() {
     wait(&mut mm, Duration::from_secs(60));
 
     let mut rejects: Vec<RejectMessage> = Vec::new();
-    read_topic(&reader(&p), "rejects", |m| {
+    read_topic(&reader(&p), &p.topic("rejects"), |m| {
         rejects.push(serde_json::from_slice(m.payload().unwrap()).unwrap())
     })
     .unwrap();
@@ -143,13 +152,13 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up() {
         got, want,
         "each bad input is rejected once, with its reason and original payload"
     );
-    assert!(rejects
-        .iter()
-        .all(|r| r.source.topic == "orders" && r.source.offset >= 0 && !r.detail.is_empty()));
+    assert!(rejects.iter().all(|r| r.source.topic == p.topic("orders")
+        && r.source.offset >= 0
+        && !r.detail.is_empty()));
     // Every input produced output with its offset: consumed = processed + rejected.
     let mut offsets = std::collections::HashSet::new();
     for topic in ["order-events", "rejects"] {
-        read_topic(&reader(&p), topic, |m| {
+        read_topic(&reader(&p), &p.topic(topic), |m| {
             let prov = Provenance::of(m).unwrap();
             offsets.insert((prov.partition, prov.offset));
         })
@@ -180,9 +189,8 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up() {
     audit_sequences(&p, "");
 }
 
-#[test]
-fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
-    let p = start(TopicLayout::default());
+fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(on: On) {
+    let p = start(on, TopicLayout::default());
     let items = flow(60_000, 5);
     publish(&p, &items);
     let mut mm = match_maker(&p, &["--batch-size", "500"]);
@@ -208,9 +216,8 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     audit_sequences(&p, "");
 }
 
-#[test]
-fn two_match_makers_share_the_partitions_and_one_takes_over() {
-    let p = start(TopicLayout::default());
+fn two_match_makers_share_the_partitions_and_one_takes_over(on: On) {
+    let p = start(on, TopicLayout::default());
     let items = flow(40_000, 9);
     let (first, second) = items.split_at(20_000);
     let mut a = match_maker(&p, &[]);
@@ -252,12 +259,9 @@ fn two_match_makers_share_the_partitions_and_one_takes_over() {
     );
 }
 
-#[test]
-fn replay_in_a_new_group_reproduces_byte_identical_outputs() {
-    let p = start(TopicLayout::default());
-    for (topic, partitions) in TopicLayout::default().topics("replay.") {
-        p.broker.create_topic(&topic, partitions).unwrap();
-    }
+fn replay_in_a_new_group_reproduces_byte_identical_outputs(on: On) {
+    let p = start(on, TopicLayout::default());
+    p.create_topics("replay.", &TopicLayout::default());
     let items = flow(15_000, 3);
     publish(&p, &items);
     let mut live = match_maker(&p, &["--idle-exit-ms", "1500"]);
@@ -283,7 +287,7 @@ fn replay_in_a_new_group_reproduces_byte_identical_outputs() {
     type Streams = BTreeMap<(i32, i32), Vec<(Vec<u8>, Option<i64>, u64)>>;
     let streams = |t: &str| {
         let mut v: Streams = BTreeMap::new();
-        read_topic(&r, t, |m| {
+        read_topic(&r, &p.topic(t), |m| {
             let prov = Provenance::of(m).unwrap();
             v.entry((m.partition(), prov.partition)).or_default().push((
                 m.payload().unwrap_or(&[]).to_vec(),
@@ -309,7 +313,7 @@ fn replay_in_a_new_group_reproduces_byte_identical_outputs() {
     // partitions are byte-identical.
     let whole = |t: &str| {
         let mut v: Vec<(i32, Vec<u8>)> = Vec::new();
-        read_topic(&r, t, |m| {
+        read_topic(&r, &p.topic(t), |m| {
             v.push((m.partition(), m.payload().unwrap().to_vec()))
         })
         .unwrap();
@@ -318,11 +322,11 @@ fn replay_in_a_new_group_reproduces_byte_identical_outputs() {
     assert_eq!(whole("trades"), whole("replay.trades"));
 }
 
-#[test]
-fn transactional_mode_produces_the_same_trades() {
-    // The embedded broker accepts transactions without making them exactly-once; this checks the
-    // opt-in code path (init, begin, send offsets, commit per batch) end to end.
-    let p = start(TopicLayout::default());
+fn transactional_mode_produces_the_same_trades(on: On) {
+    // On the embedded broker this checks the code path (init, begin, send offsets, commit per
+    // batch) end to end; the mock accepts transactions without making them exactly-once. What
+    // transactions guarantee on a real broker is `kill_9_mid_transaction_…` below.
+    let p = start(on, TopicLayout::default());
     let items = flow(8_000, 21);
     publish(&p, &items);
     let mut mm = match_maker(
@@ -332,4 +336,220 @@ fn transactional_mode_produces_the_same_trades() {
     wait(&mut mm, Duration::from_secs(120));
     assert_eq!(topic_trades(&p, "trades"), expected_trades(&items));
     audit_sequences(&p, "");
+}
+
+fn client_timestamps_never_stamp_outputs(on: On) {
+    // The client's `order_timestamp` is audit data: a far-future stamp used to become the trades'
+    // record timestamp, which a real broker refuses (more than 1 h ahead), so the match maker
+    // died on it at every restart. Exchange time is the `orders` record's timestamp.
+    let p = start(on, TopicLayout::default());
+    let future = r#"{"id":7000001,"instrument":"TCS","trxn_type":"BUY","quantity":5,"price":15.0,"trader":"A","order_timestamp":"2099/01/01, 00:00:00"}"#;
+    let past = r#"{"id":7000002,"instrument":"TCS","trxn_type":"SELL","quantity":2,"price":15.0,"trader":"B","order_timestamp":"1971/01/01, 00:00:00"}"#;
+    let later = r#"{"id":7000003,"instrument":"TCS","trxn_type":"SELL","quantity":3,"price":15.0,"trader":"C","order_timestamp":"2099/06/01, 00:00:00"}"#;
+    let before = chrono::Utc::now().timestamp_millis();
+    // Record timestamps as a client's producer sets them (now): what the exchange's time is on
+    // the mock; a real broker stamps `orders` itself (LogAppendTime).
+    let items: Vec<(String, Vec<u8>, i64)> = [future, past, later]
+        .iter()
+        .map(|o| ("TCS".to_string(), o.as_bytes().to_vec(), before))
+        .collect();
+    publish(&p, &items);
+    let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
+    wait(&mut mm, Duration::from_secs(60));
+    let after = chrono::Utc::now().timestamp_millis();
+    let mut trades: Vec<(TradeMessage, Option<i64>)> = Vec::new();
+    read_topic(&reader(&p), &p.topic("trades"), |m| {
+        trades.push((
+            serde_json::from_slice(m.payload().unwrap()).unwrap(),
+            m.timestamp().to_millis(),
+        ))
+    })
+    .unwrap();
+    assert_eq!(trades.len(), 2, "both sells traded with the buy");
+    let mut orders_ts = Vec::new();
+    read_topic(&reader(&p), &p.topic("orders"), |m| {
+        orders_ts.push(m.timestamp().to_millis().unwrap())
+    })
+    .unwrap();
+    for (t, record_ts) in &trades {
+        assert!(
+            (before..=after).contains(&t.ts_ms),
+            "trade time {} is the exchange's, not the client's",
+            t.ts_ms
+        );
+        assert_eq!(*record_ts, Some(t.ts_ms), "record timestamp = trade time");
+        assert!(
+            orders_ts.contains(&t.ts_ms),
+            "= the aggressor order's record time"
+        );
+    }
+    audit_sequences(&p, "");
+}
+
+/// The end offset of each `trades` partition as `r` sees it: the high watermark for a
+/// read_uncommitted reader, the last stable offset for a read_committed one.
+fn trades_end_offsets(p: &Pipeline, r: &rdkafka::consumer::BaseConsumer) -> Vec<i64> {
+    (0..TopicLayout::default().trades)
+        .map(|q| {
+            r.fetch_watermarks(&p.topic("trades"), q, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// What read_committed consumers see on `trades` is exactly the trades of the orders below the
+/// group's committed offsets: whole batches, committed atomically with their input offsets.
+fn committed_view_is_whole_batches(p: &Pipeline) -> bool {
+    use rdkafka::{Offset, TopicPartitionList};
+    let orders = p.topic("orders");
+    // read_uncommitted: a read_committed consumer asks for stable offsets only, and waits while
+    // the killed instance's transaction (with its pending offsets) is still open.
+    let group: rdkafka::consumer::BaseConsumer = p
+        .kafka
+        .consumer("match-maker")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for q in 0..TopicLayout::default().orders {
+        tpl.add_partition(&orders, q);
+    }
+    let committed = group
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let instruments = config::load_instruments(None).unwrap();
+    let r = reader(p);
+    let mut expected: BTreeMap<String, Vec<TradeKey>> = BTreeMap::new();
+    let mut all_done = true;
+    for e in committed.elements() {
+        let upto = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => 0,
+        };
+        let high = r
+            .fetch_watermarks(&orders, e.partition(), Duration::from_secs(5))
+            .unwrap()
+            .1;
+        all_done &= upto >= high;
+        let mut engine = Engine::new(instruments.clone());
+        kappa_exchange::kafka::read_range(&r, &orders, e.partition(), 0, upto, |m| {
+            let Ok(order) = parse_order(m.payload().unwrap_or(&[])) else {
+                return;
+            };
+            for ev in engine.apply(&order.command) {
+                if let EventBody::Trade(t) = ev.body {
+                    let t = TradeMessage::new(&t, &instruments, 0, 0);
+                    expected
+                        .entry(t.instrument.clone())
+                        .or_default()
+                        .push(key(&t));
+                }
+            }
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        topic_trades(p, "trades"),
+        expected,
+        "read_committed sees exactly the trades of the committed input"
+    );
+    all_done
+}
+
+/// Kafka only: the embedded broker keeps aborted records visible to read_committed consumers and
+/// does not store the offsets sent to a transaction, so there is nothing to prove there.
+#[test]
+fn kafka_kill_9_mid_transaction_leaves_nothing_visible_to_read_committed() {
+    let p = start(On::Kafka, TopicLayout::default());
+    let items = flow(60_000, 13);
+    publish(&p, &items);
+    let args = ["--batch-size", "300", "--transactional-id", "mm-kill"];
+    let committed_reader = reader(&p);
+    let mut uncommitted = p.kafka.reader();
+    uncommitted.set("isolation.level", "read_uncommitted");
+    let uncommitted: rdkafka::consumer::BaseConsumer = uncommitted.create().unwrap();
+    let mut kills_mid_transaction = 0;
+    for round in 0..6 {
+        let mut mm = Killed(vec![match_maker(&p, &args)]);
+        // Kill it while a transaction is open: records on the broker past the last stable offset.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let before: i64 = trades_end_offsets(&p, &uncommitted).iter().sum();
+        loop {
+            let hw = trades_end_offsets(&p, &uncommitted);
+            let lso = trades_end_offsets(&p, &committed_reader);
+            if hw.iter().sum::<i64>() > before + 200 && hw != lso {
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let c = &mut mm.0[0];
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+        // The transaction stays open (its records unreadable under read_committed) until the
+        // next instance with the same transactional id aborts it.
+        if trades_end_offsets(&p, &uncommitted) != trades_end_offsets(&p, &committed_reader) {
+            kills_mid_transaction += 1;
+        }
+        if committed_view_is_whole_batches(&p) {
+            eprintln!("input finished after {round} kills");
+            break;
+        }
+    }
+    assert!(
+        kills_mid_transaction >= 1,
+        "no kill landed inside a transaction: the test proved nothing"
+    );
+    let mut mm = match_maker(
+        &p,
+        &["--idle-exit-ms", "1500", "--transactional-id", "mm-kill"],
+    );
+    wait(&mut mm, Duration::from_secs(120));
+    assert!(committed_view_is_whole_batches(&p));
+    assert_eq!(topic_trades(&p, "trades"), expected_trades(&items));
+    audit_sequences(&p, "");
+    // The aborted records are still in the log, hidden: read_uncommitted sees more of them.
+    let (mut all, mut visible) = (0, 0);
+    read_topic(&uncommitted, &p.topic("trades"), |_| all += 1).unwrap();
+    read_topic(&committed_reader, &p.topic("trades"), |_| visible += 1).unwrap();
+    assert!(
+        all > visible,
+        "aborted trades exist in the log ({all} records, {visible} committed)"
+    );
+}
+
+fn counters_count_each_input_once_across_rebalances(on: On) {
+    // A rebalance makes a job replay its partitions to rebuild their state; its counters (the
+    // demo's consistency check, `/metrics`) used to count that input a second time.
+    use kappa_exchange::matchmaker::{self, Counters, Options};
+    let p = start(on, TopicLayout::default());
+    let items = flow(5_000, 31);
+    publish(&p, &items);
+    let trades: usize = expected_trades(&items).values().map(Vec::len).sum();
+    let instruments = config::load_instruments(None).unwrap();
+    let a = matchmaker::spawn(&p.kafka, &instruments, Options::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let every = Duration::from_millis(20);
+    assert!(a.wait_until(deadline, every, |c| Counters::get(&c.consumed) >= 5_000));
+    // A second member takes half of the partitions, then leaves: `a` is revoked and assigned
+    // twice, and replays each time.
+    let b = matchmaker::spawn(&p.kafka, &instruments, Options::default()).unwrap();
+    assert!(b.wait_until(deadline, every, |c| Counters::get(&c.assigned) > 0));
+    b.stop().unwrap();
+    assert!(a.wait_until(deadline, every, |c| {
+        Counters::get(&c.assigned) == 4 && Counters::get(&c.replayed) >= 5_000
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let c = a.counters.clone();
+    a.stop().unwrap();
+    assert_eq!(Counters::get(&c.consumed), 5_000, "each order counted once");
+    assert_eq!(
+        Counters::get(&c.items),
+        trades as u64,
+        "each trade counted once"
+    );
+    assert_eq!(topic_trades(&p, "trades"), expected_trades(&items));
 }

@@ -1,11 +1,11 @@
-//! The market-view job (a real process) against the embedded broker with generated flow: every
+//! The market-view job (a real process) against the embedded broker and a real Kafka, with
+//! generated flow: every
 //! query endpoint is compared with what is on the topics, order entry publishes exactly the valid
 //! requests (and the match maker acts on them), errors are JSON with the right status, and the
 //! live stream sends a snapshot then deltas.
 
 mod support;
 
-use kappa_exchange::embedded::TopicLayout;
 use kappa_exchange::kafka::{partition_count, read_topic};
 use kappa_exchange::schema::{
     AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, OrderMessage,
@@ -18,8 +18,14 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 
+use kappa_exchange::topics::TopicLayout;
 use std::time::{Duration, Instant};
 use support::*;
+
+on_both_brokers!(
+    market_view_serves_the_topics_and_accepts_orders,
+    market_view_metrics_count_order_entry_outcomes,
+);
 
 struct Api {
     base: String,
@@ -83,10 +89,11 @@ fn d(v: &Value) -> Decimal {
     v.to_string().trim_matches('"').parse().unwrap()
 }
 
-#[test]
-fn market_view_serves_the_topics_and_accepts_orders() {
-    let p = start(TopicLayout::default());
-    publish(&p, &flow(8_000, 5));
+fn market_view_serves_the_topics_and_accepts_orders(on: On) {
+    let p = start(on, TopicLayout::default());
+    // Paced: on a real broker the exchange's time is each order's arrival, and the 100 ms bars
+    // need some of it.
+    publish_at(&p, &flow(8_000, 5), 4_000.0);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
     wait(&mut mm, Duration::from_secs(120));
     let until_end = ["--until-end", "--window", "100ms"];
@@ -131,7 +138,7 @@ fn market_view_serves_the_topics_and_accepts_orders() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let reader = reader(&p);
-    let events_on_topic = high_watermark(&reader, "order-events");
+    let events_on_topic = high_watermark(&reader, &p.topic("order-events"));
     let (_, stats) = api.get("/stats");
     assert_eq!(
         stats["feed"]["order_events"].as_i64(),
@@ -144,22 +151,22 @@ fn market_view_serves_the_topics_and_accepts_orders() {
     let mut books: HashMap<String, BookMessage> = HashMap::new();
     let mut trades: Vec<TradeMessage> = Vec::new();
     let mut events: HashMap<u64, OrderEventMessage> = HashMap::new();
-    read_topic(&reader, "book", |m| {
+    read_topic(&reader, &p.topic("book"), |m| {
         let b: BookMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
         books.insert(b.instrument.clone(), b);
     })
     .unwrap();
-    read_topic(&reader, "trades", |m| {
+    read_topic(&reader, &p.topic("trades"), |m| {
         trades.push(serde_json::from_slice(m.payload().unwrap()).unwrap())
     })
     .unwrap();
-    read_topic(&reader, "order-events", |m| {
+    read_topic(&reader, &p.topic("order-events"), |m| {
         let e: OrderEventMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
         events.insert(e.order_id, e);
     })
     .unwrap();
     let (mut bars, mut pnl, mut board) = (Vec::new(), HashMap::new(), None::<LeaderboardMessage>);
-    read_topic(&reader, "analytics", |m| {
+    read_topic(&reader, &p.topic("analytics"), |m| {
         let payload = m.payload().unwrap();
         match serde_json::from_slice::<AnalyticsKind>(payload)
             .unwrap()
@@ -279,7 +286,7 @@ fn market_view_serves_the_topics_and_accepts_orders() {
     }
 
     // --- Order entry: refused requests are never published.
-    let orders_before = high_watermark(&reader, "orders");
+    let orders_before = high_watermark(&reader, &p.topic("orders"));
     let refused = [
         (
             r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15.001}"#,
@@ -302,7 +309,7 @@ fn market_view_serves_the_topics_and_accepts_orders() {
     let (s, v) = api.post("/orders", &"x".repeat(20_000));
     assert_eq!((s, v["error"].as_str()), (413, Some("invalid_body")), "{v}");
     assert_eq!(
-        high_watermark(&reader, "orders"),
+        high_watermark(&reader, &p.topic("orders")),
         orders_before,
         "a refused order was published"
     );
@@ -340,7 +347,10 @@ fn market_view_serves_the_topics_and_accepts_orders() {
     let (s, placed) = api.post("/orders", &buy.to_string());
     assert_eq!(s, 202, "{placed}");
     let id = placed["id"].as_u64().unwrap();
-    assert_eq!(high_watermark(&reader, "orders"), orders_before + 1);
+    assert_eq!(
+        high_watermark(&reader, &p.topic("orders")),
+        orders_before + 1
+    );
     let filled = api.until(&format!("/orders/{id}"), |s, v| {
         s == 200 && v["status"] == "FILLED"
     });
@@ -379,7 +389,7 @@ fn market_view_serves_the_topics_and_accepts_orders() {
 
     // What the API published is the canonical orders message.
     let mut last_order = None;
-    read_topic(&reader, "orders", |m| {
+    read_topic(&reader, &p.topic("orders"), |m| {
         if m.key() == Some(b"TCS".as_slice()) {
             last_order = Some(m.payload().unwrap().to_vec());
         }
@@ -392,9 +402,8 @@ fn market_view_serves_the_topics_and_accepts_orders() {
     );
 }
 
-#[test]
-fn market_view_metrics_count_order_entry_outcomes() {
-    let p = start(TopicLayout::default());
+fn market_view_metrics_count_order_entry_outcomes(on: On) {
+    let p = start(on, TopicLayout::default());
     let port = free_port();
     let _children = Killed(vec![job(
         &p,

@@ -152,7 +152,7 @@ impl ProfitJob {
             let msg = self.pnl_message(r, st.sma_mark.get(&r.instrument).copied(), &st.pnl);
             out.set_event_time(r.window_end);
             out.emit(ANALYTICS, msg.trader.as_bytes(), &msg)?;
-            Counters::add(&out.counters().items, 1);
+            out.count_items(1);
             messages.push(msg);
         }
         for b in &bars[next_bar..] {

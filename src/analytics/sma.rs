@@ -69,7 +69,7 @@ impl SmaJob {
                     .collect(),
             };
             out.emit(ANALYTICS, sma.instrument.as_bytes(), &sma)?;
-            Counters::add(&out.counters().items, 1);
+            out.count_items(1);
         }
         // Files are deterministic and replaced atomically, so they are written on replay too: a
         // backfill in a fresh group regenerates the history even though the topic already has it.

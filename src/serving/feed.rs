@@ -96,9 +96,7 @@ pub fn run(
     ] {
         for p in 0..partition_count(&consumer, topic)? {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .with_context(|| format!("watermarks of {topic}/{p}"))?;
+            let (low, high) = crate::kafka::watermarks(&consumer, topic, p)?;
             if high > low {
                 pending.push((topic.clone(), p, high));
             }

@@ -1,14 +1,25 @@
-//! Helpers shared by the integration tests that run jobs against the embedded broker.
+//! Helpers shared by the integration tests that run jobs against a broker: the embedded mock
+//! (fast, in this process) or a real Apache Kafka (what production runs).
+//!
+//! Every end-to-end test runs on both: a test body is a `fn(On)`, listed in
+//! [`on_both_brokers!`], which makes a `mock::NAME` and a `kafka::NAME` test of it. The real broker
+//! is the one at `KAPPA_TEST_KAFKA` (scripts/test.sh starts one for the whole run), or else one
+//! this test process starts with `scripts/kafka.sh` (stopped when the process exits). Tests share
+//! it: each gets its own topic prefix, which namespaces its consumer groups and transactional ids
+//! too, so they run in parallel without seeing each other.
 #![allow(dead_code)]
 
+use kappa_exchange::broker::Broker;
 use kappa_exchange::config;
-use kappa_exchange::embedded::{EmbeddedKafka, TopicLayout};
 use kappa_exchange::generator::{self, FlowConfig};
 use kappa_exchange::kafka::KafkaArgs;
 use kappa_exchange::schema::TradeMessage;
 use kappa_exchange::shutdown::Shutdown;
+use kappa_exchange::topics::TopicLayout;
 use rdkafka::consumer::BaseConsumer;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// (buy order, sell order, price, quantity, aggressor) — a trade minus its partition-specific id.
@@ -24,15 +35,133 @@ pub fn key(t: &TradeMessage) -> TradeKey {
     )
 }
 
-pub struct Pipeline {
-    pub broker: EmbeddedKafka,
-    pub kafka: KafkaArgs,
+/// Which broker a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On {
+    /// librdkafka's mock cluster, started by the test.
+    Mock,
+    /// Apache Kafka (KRaft), shared by the tests of a run.
+    Kafka,
 }
 
-pub fn start(layout: TopicLayout) -> Pipeline {
-    let broker = EmbeddedKafka::start(&layout.topics("")).unwrap();
-    let kafka = KafkaArgs::new(broker.bootstrap());
-    Pipeline { broker, kafka }
+/// Makes `mock::NAME` and `kafka::NAME` tests of each listed `fn NAME(on: On)`.
+#[allow(unused_macros)]
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod mock {
+            $( #[test] fn $name() { super::$name(super::support::On::Mock) } )*
+        }
+        mod kafka {
+            $( #[test] fn $name() { super::$name(super::support::On::Kafka) } )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_brokers;
+
+/// A pipeline's broker and the client settings of its namespace.
+pub struct Pipeline {
+    pub broker: Broker,
+    /// Settings for this test's topics (its `topic_prefix` is the test's namespace).
+    pub kafka: KafkaArgs,
+    pub on: On,
+}
+
+impl Pipeline {
+    /// The name of topic `base` (`trades`, `replay.trades`…) in this test's namespace.
+    pub fn topic(&self, base: &str) -> String {
+        format!("{}{base}", self.kafka.topic_prefix)
+    }
+
+    /// The namespace prefix ("" on the mock).
+    pub fn prefix(&self) -> &str {
+        &self.kafka.topic_prefix
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        self.broker.bootstrap()
+    }
+
+    /// Creates the standard topics under `extra` (e.g. `replay.`) in this namespace.
+    pub fn create_topics(&self, extra: &str, layout: &TopicLayout) {
+        self.broker
+            .create_topics(&layout.plan(&self.topic(extra)))
+            .unwrap();
+    }
+}
+
+/// A fresh namespace on the shared real broker.
+fn unique_prefix() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "t{}-{}-{}.",
+        secs % 1_000_000,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The real broker of this test run: `KAPPA_TEST_KAFKA`, or one started (once per test
+/// process) with scripts/kafka.sh on a free port, stopped and deleted when this process exits.
+pub fn real_kafka() -> &'static str {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        if let Ok(addr) = std::env::var("KAPPA_TEST_KAFKA") {
+            if !addr.trim().is_empty() {
+                return addr;
+            }
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir =
+                std::env::temp_dir().join(format!("kx-test-kafka-{}-{port}", std::process::id()));
+            let out = Command::new("bash")
+                .arg(script)
+                .args([
+                    "start",
+                    "--port",
+                    &port.to_string(),
+                    "--heap",
+                    "768m",
+                    "--ephemeral",
+                ])
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--watch-pid", &std::process::id().to_string()])
+                .output()
+                .expect("running scripts/kafka.sh");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).trim().to_string();
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !last.contains("is taken") {
+                break;
+            }
+        }
+        panic!(
+            "could not start a real Kafka broker for the tests (scripts/kafka.sh start):\n{last}"
+        );
+    })
+}
+
+/// A pipeline on `on` with the standard topics of `layout`.
+pub fn start(on: On, layout: TopicLayout) -> Pipeline {
+    let (broker, prefix) = match on {
+        On::Mock => (Broker::embedded().unwrap(), String::new()),
+        On::Kafka => (
+            Broker::external(&KafkaArgs::new(real_kafka())),
+            unique_prefix(),
+        ),
+    };
+    broker.create_topics(&layout.plan(&prefix)).unwrap();
+    let kafka = broker.kafka(&prefix);
+    Pipeline { broker, kafka, on }
 }
 
 pub fn flow(count: usize, seed: u64) -> Vec<(String, Vec<u8>, i64)> {
@@ -45,7 +174,13 @@ pub fn flow(count: usize, seed: u64) -> Vec<(String, Vec<u8>, i64)> {
     generator::flow(&cfg, &instruments).collect()
 }
 
+/// Publishes `(key, payload, record timestamp)` orders as fast as possible.
 pub fn publish(p: &Pipeline, items: &[(String, Vec<u8>, i64)]) {
+    publish_at(p, items, 0.0);
+}
+
+/// Publishes orders at `rate` per second of wall-clock time (0: as fast as possible).
+pub fn publish_at(p: &Pipeline, items: &[(String, Vec<u8>, i64)], rate: f64) {
     let it = items
         .iter()
         .map(|(k, v, t)| (k.clone(), v.clone(), Some(*t)));
@@ -53,7 +188,7 @@ pub fn publish(p: &Pipeline, items: &[(String, Vec<u8>, i64)]) {
         &p.kafka,
         it,
         items.len() as u64,
-        0.0,
+        rate,
         false,
         &Shutdown::new(),
     )
@@ -65,10 +200,11 @@ pub fn match_maker(p: &Pipeline, extra: &[&str]) -> Child {
     job(p, env!("CARGO_BIN_EXE_match-maker"), extra)
 }
 
-/// Starts a job binary against the pipeline's broker.
+/// Starts a job binary against the pipeline's broker, in the pipeline's namespace.
 pub fn job(p: &Pipeline, bin: &str, extra: &[&str]) -> Child {
     Command::new(bin)
         .args(["--brokers", p.broker.bootstrap()])
+        .env("KAFKA_TOPIC_PREFIX", p.prefix())
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

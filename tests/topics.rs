@@ -1,0 +1,195 @@
+//! Topics on a real Kafka cluster, created by the project's own code through the Admin API: the
+//! configs of the layout, idempotence, and refusal of existing topics that cannot work.
+//!
+//! Real broker only: the embedded mock has no CreateTopics, no topic configs and no
+//! DescribeConfigs (it keeps `MockCluster::create_topic`, covered by every mock test).
+
+mod support;
+
+use kappa_exchange::broker::{ensure_topics, Ensured};
+use kappa_exchange::kafka::{read_topic, KafkaArgs};
+use kappa_exchange::topics::{Topic, TopicLayout};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::time::Duration;
+use support::real_kafka;
+
+fn namespace(name: &str) -> KafkaArgs {
+    let mut k = KafkaArgs::new(real_kafka());
+    k.topic_prefix = format!(
+        "{name}-{}-{}.",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    k
+}
+
+fn admin(k: &KafkaArgs) -> AdminClient<DefaultClientContext> {
+    k.admin().create().unwrap()
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn config_of(k: &KafkaArgs, topic: &str, key: &str) -> Option<String> {
+    let r =
+        run(admin(k).describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()))
+            .unwrap();
+    let res = r.into_iter().next().unwrap().unwrap();
+    res.get(key).and_then(|e| e.value.clone())
+}
+
+#[test]
+fn kafka_topics_are_created_with_the_layouts_configs_idempotently() {
+    let k = namespace("created");
+    let layout = TopicLayout::default();
+    let plan = layout.plan(&k.topic_prefix);
+    let first = ensure_topics(&k, &plan).unwrap();
+    assert_eq!(first.len(), 6);
+    assert!(
+        first.iter().all(|(_, e)| *e == Ensured::Created),
+        "{first:?}"
+    );
+    let t = k.topics();
+    assert_eq!(
+        config_of(&k, &t.orders, "cleanup.policy").as_deref(),
+        Some("delete")
+    );
+    assert_eq!(
+        config_of(&k, &t.orders, "retention.ms").as_deref(),
+        Some("-1")
+    );
+    assert_eq!(
+        config_of(&k, &t.orders, "message.timestamp.type").as_deref(),
+        Some("LogAppendTime")
+    );
+    assert_eq!(
+        config_of(&k, &t.book, "cleanup.policy").as_deref(),
+        Some("compact,delete")
+    );
+    assert_eq!(
+        config_of(&k, &t.order_events, "retention.ms"),
+        Some(Topic::OrderEvents.spec().retention_ms.to_string())
+    );
+    assert_eq!(
+        config_of(&k, &t.trades, "min.insync.replicas").as_deref(),
+        Some("1")
+    );
+    // Partition counts as laid out.
+    let reader: rdkafka::consumer::BaseConsumer = k.reader().create().unwrap();
+    for (name, n) in layout.topics(&k.topic_prefix) {
+        assert_eq!(
+            kappa_exchange::kafka::partition_count(&reader, &name).unwrap(),
+            n,
+            "{name}"
+        );
+    }
+
+    // Again: nothing to create, nothing to note.
+    let second = ensure_topics(&k, &plan).unwrap();
+    assert!(
+        second.iter().all(|(_, e)| *e == Ensured::Kept(vec![])),
+        "{second:?}"
+    );
+
+    // The broker stamps orders on arrival, whatever the client set (here: the epoch).
+    let producer: BaseProducer = k.producer().create().unwrap();
+    let before = chrono::Utc::now().timestamp_millis();
+    producer
+        .send(
+            BaseRecord::to(&t.orders)
+                .partition(0)
+                .key("TCS")
+                .payload("{}")
+                .timestamp(0),
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut stamps = Vec::new();
+    read_topic(&reader, &t.orders, |m| stamps.push(m.timestamp())).unwrap();
+    assert_eq!(stamps.len(), 1);
+    match stamps[0] {
+        Timestamp::LogAppendTime(ms) => assert!(ms >= before - 1_000, "{ms} vs {before}"),
+        other => panic!("orders must carry the broker's time, got {other:?}"),
+    }
+}
+
+#[test]
+fn kafka_existing_topics_that_cannot_work_are_refused_with_the_reason() {
+    let layout = TopicLayout::default();
+
+    // Partition count: which partition holds an instrument depends on it.
+    let k = namespace("partitions");
+    let other = TopicLayout {
+        orders: 3,
+        ..TopicLayout::default()
+    };
+    ensure_topics(&k, &other.plan(&k.topic_prefix)).unwrap();
+    let err = ensure_topics(&k, &layout.plan(&k.topic_prefix))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("orders exists with 3 partitions, the layout needs 4"),
+        "{err}"
+    );
+
+    // A compacted orders topic would lose orders; a CreateTime one lets clients set the
+    // exchange's time.
+    for (name, configs, want) in [
+        (
+            "compacted",
+            vec![
+                ("cleanup.policy", "compact"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ],
+            "cleanup.policy=compact",
+        ),
+        ("createtime", vec![], "message.timestamp.type=CreateTime"),
+    ] {
+        let k = namespace(name);
+        let orders = k.topics().orders;
+        let topic = configs.iter().fold(
+            NewTopic::new(&orders, 4, TopicReplication::Fixed(1)),
+            |t, (key, v)| t.set(key, v),
+        );
+        let created = run(admin(&k).create_topics(&[topic], &AdminOptions::new())).unwrap();
+        assert!(created[0].is_ok(), "{created:?}");
+        let err = ensure_topics(&k, &layout.plan(&k.topic_prefix))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+#[test]
+fn kafka_topics_command_creates_checks_and_deletes() {
+    let k = namespace("cli");
+    let kappa = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa"))
+            .args(args)
+            .args(["--brokers", real_kafka(), "--topic-prefix", &k.topic_prefix])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let created = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
+    assert_eq!(created.matches("created ").count(), 10, "{created}");
+    assert!(created.contains(&format!("created {}replay.analytics", k.topic_prefix)));
+    let again = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
+    assert_eq!(again.matches("exists  ").count(), 10, "{again}");
+    let deleted = kappa(&["topics", "delete"]);
+    assert_eq!(deleted.matches("deleted ").count(), 10, "{deleted}");
+}
