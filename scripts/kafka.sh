@@ -20,11 +20,13 @@
 # embedded mock broker never enforced.
 #
 # Environment: KAFKA_PORT (default 9092), KAFKA_LOCAL_DIR (state; default tools/kafka/run),
-# KAFKA_HEAP (default 1g per node), KAFKA_START_TIMEOUT (seconds, default 120).
+# KAFKA_HEAP (default 1g per node), KAFKA_START_TIMEOUT (seconds, default 120), KAFKA_TOOL_DIR
+# (where pom.xml and the jar cache are; default tools/kafka), KAFKA_MVN_FLAGS (extra Maven flags,
+# e.g. -o for offline).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-tool="$here/tools/kafka"
+tool=${KAFKA_TOOL_DIR:-$here/tools/kafka}
 lib="$tool/lib"
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
@@ -84,7 +86,8 @@ fetch() {
   say "fetching Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$tool/pom.xml") from Maven Central into $lib"
   rm -rf "$lib.tmp"
   local log="$tool/mvn.log"
-  if ! mvn -B -q -f "$tool/pom.xml" dependency:copy-dependencies \
+  # shellcheck disable=SC2086
+  if ! mvn -B -q ${KAFKA_MVN_FLAGS:-} -f "$tool/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$lib.tmp" -DincludeScope=runtime >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     die "Maven could not resolve the broker (full log: $log)"

@@ -127,3 +127,31 @@ fn missing_java_is_named() {
     let _ = std::fs::remove_dir_all(&bin);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_broker_maven_cannot_resolve_is_a_clear_error() {
+    // A pom naming a Kafka release that does not exist, resolved offline: Maven fails fast.
+    let tool = temp_dir("badpom");
+    std::fs::create_dir_all(&tool).unwrap();
+    let pom = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/kafka/pom.xml"))
+        .unwrap();
+    let bad = pom.replace(
+        &pom[pom.find("<kafka.version>").unwrap()..pom.find("</kafka.version>").unwrap()],
+        "<kafka.version>0.0.0-no-such-release",
+    );
+    assert!(bad.contains("0.0.0-no-such-release"));
+    std::fs::write(std::path::Path::new(&tool).join("pom.xml"), bad).unwrap();
+    let (out, took) = kafka_sh(
+        &["fetch"],
+        &[("KAFKA_TOOL_DIR", &tool), ("KAFKA_MVN_FLAGS", "-o")],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Maven could not resolve the broker"), "{err}");
+    assert!(
+        err.contains("0.0.0-no-such-release"),
+        "Maven's reason is shown: {err}"
+    );
+    assert!(took < Duration::from_secs(120), "{took:?}");
+    let _ = std::fs::remove_dir_all(&tool);
+}
