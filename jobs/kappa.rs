@@ -4,13 +4,14 @@
 //! deletes or prints (for Kubernetes) the topics; `kappa simulate` runs the engine in-process.
 
 use clap::{Parser, Subcommand};
-use kappa_exchange::broker::{self, BrokerArgs, Ensured};
-use kappa_exchange::embedded::EmbeddedKafka;
 use kappa_exchange::generator::FlowConfig;
-use kappa_exchange::kafka::KafkaArgs;
+use kappa_exchange::runtime::broker::{self, BrokerArgs, Ensured};
+use kappa_exchange::runtime::embedded::EmbeddedKafka;
+use kappa_exchange::runtime::kafka::KafkaArgs;
+use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::serving::ServeArgs;
 use kappa_exchange::topics::{strimzi_topics, TopicLayout};
-use kappa_exchange::{config, demo, shutdown::Shutdown, simulate, telemetry};
+use kappa_exchange::{config, demo, simulate, telemetry};
 use std::path::PathBuf;
 
 #[derive(Parser)]

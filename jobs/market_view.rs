@@ -2,8 +2,9 @@
 //! HTTP API, order entry and the live dashboard.
 
 use clap::Parser;
+use kappa_exchange::config;
+use kappa_exchange::runtime::{kafka::KafkaArgs, shutdown::Shutdown};
 use kappa_exchange::serving::{self, ServeArgs};
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
 
 #[derive(Parser)]
 #[command(

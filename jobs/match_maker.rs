@@ -2,9 +2,12 @@
 //! events, rejects and top-5 book depth.
 
 use clap::Parser;
-use kappa_exchange::matchmaker::{self, Counters, Options};
-use kappa_exchange::ops::OpsArgs;
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
+use kappa_exchange::config;
+use kappa_exchange::matchmaker::{self, Options};
+use kappa_exchange::runtime::metrics::Counters;
+use kappa_exchange::runtime::ops::OpsArgs;
+use kappa_exchange::runtime::processor::LoopArgs;
+use kappa_exchange::runtime::{kafka::KafkaArgs, shutdown::Shutdown};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +36,8 @@ struct Args {
     /// Exit once caught up and idle for this many milliseconds (batch/replay runs).
     #[arg(long)]
     idle_exit_ms: Option<u64>,
-    /// Use Kafka transactions with this transactional.id (production brokers; unique per replica).
-    #[arg(long, env = "MM_TRANSACTIONAL_ID")]
-    transactional_id: Option<String>,
+    #[command(flatten)]
+    runtime: LoopArgs,
     /// Prefix for the output topics only, e.g. `replay.` to rebuild side by side.
     #[arg(long, env = "MM_OUTPUT_PREFIX")]
     output_prefix: Option<String>,
@@ -50,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         batch_size: a.batch_size.max(1),
         idle_exit: a.idle_exit_ms.map(Duration::from_millis),
         depth_levels: a.depth,
-        transactional_id: a.transactional_id,
+        runtime: a.runtime,
         output_prefix: a.output_prefix,
     };
     let counters = Arc::new(Counters::default());

@@ -1,8 +1,9 @@
 //! `order-generator`: publishes a seeded, rate-controlled order flow (or a file) to `orders`.
 
 use clap::Parser;
+use kappa_exchange::config;
 use kappa_exchange::generator::{self, FlowConfig, DEFAULT_START_MS};
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
+use kappa_exchange::runtime::{kafka::KafkaArgs, shutdown::Shutdown};
 use std::path::PathBuf;
 
 #[derive(Parser)]

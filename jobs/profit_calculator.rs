@@ -2,9 +2,10 @@
 
 use clap::Parser;
 use kappa_exchange::analytics::{self, AnalyticsArgs};
-use kappa_exchange::ops::OpsArgs;
-use kappa_exchange::processor::Counters;
-use kappa_exchange::{config, kafka::KafkaArgs, shutdown::Shutdown};
+use kappa_exchange::config;
+use kappa_exchange::runtime::metrics::Counters;
+use kappa_exchange::runtime::ops::OpsArgs;
+use kappa_exchange::runtime::{kafka::KafkaArgs, shutdown::Shutdown};
 use std::sync::Arc;
 
 #[derive(Parser)]

@@ -8,12 +8,13 @@
 //! **ceiling**: raw librdkafka pass-through of the same messages (consume, produce unparsed to
 //! another topic), and prints the ratio.
 
-use crate::broker::{Broker, BrokerArgs};
 use crate::demo::summarize_topics;
 use crate::generator::{self, FlowConfig};
-use crate::kafka::KafkaArgs;
-use crate::matchmaker::{self, Counters};
-use crate::shutdown::Shutdown;
+use crate::matchmaker;
+use crate::runtime::broker::{Broker, BrokerArgs};
+use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::metrics::Counters;
+use crate::runtime::shutdown::Shutdown;
 use crate::topics::{PlannedTopic, Topic, TopicLayout};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
@@ -70,7 +71,7 @@ impl BenchTopics {
 impl Drop for BenchTopics {
     fn drop(&mut self) {
         if let Broker::External(k) = &self.broker {
-            if let Err(e) = crate::broker::delete_topics(k, &self.names) {
+            if let Err(e) = crate::runtime::broker::delete_topics(k, &self.names) {
                 eprintln!("could not delete the benchmark topics: {e:#}");
             }
         }
@@ -424,7 +425,8 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
         let reader: BaseConsumer = kafka.reader().create()?;
         let mut n = 0;
         for q in 0..p {
-            let (low, high) = crate::kafka::watermarks(&reader, &kafka.topics().trades, q)?;
+            let (low, high) =
+                crate::runtime::kafka::watermarks(&reader, &kafka.topics().trades, q)?;
             n += (high - low) as u64;
         }
         n

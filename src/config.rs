@@ -40,3 +40,27 @@ impl JobArgs {
         load_instruments(self.instrument_file.as_deref())
     }
 }
+
+/// The instrument table as canonical text (specs in id order), for state fingerprints: equal
+/// tables give equal text in every process.
+pub fn instruments_fingerprint(instruments: &Instruments) -> String {
+    let specs: Vec<&kappa_engine::InstrumentSpec> =
+        instruments.ids().map(|i| instruments.spec(i)).collect();
+    serde_json::to_string(&specs).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instruments_fingerprint_is_the_same_for_every_load() {
+        // The table holds a hash map; its iteration order differs between instances, so the
+        // fingerprint must not depend on it (a snapshot was refused by the next process).
+        let a = instruments_fingerprint(&load_instruments(None).unwrap());
+        for _ in 0..20 {
+            assert_eq!(a, instruments_fingerprint(&load_instruments(None).unwrap()));
+        }
+        assert!(a.contains("\"TCS\""));
+    }
+}

@@ -6,14 +6,15 @@
 //! — live flow at a fixed rate with the dashboard up until Ctrl-C.
 
 use crate::analytics::{self, AnalyticsArgs};
-use crate::broker::BrokerArgs;
 use crate::generator::{self, FlowConfig};
-use crate::kafka::{read_topic, KafkaArgs};
-use crate::matchmaker::{self, Counters};
+use crate::matchmaker;
+use crate::runtime::broker::BrokerArgs;
+use crate::runtime::kafka::{read_topic, KafkaArgs};
+use crate::runtime::metrics::Counters;
+use crate::runtime::shutdown::Shutdown;
 use crate::schema::{AnalyticsKind, BarMessage, LeaderboardMessage, SmaMessage};
 use crate::schema::{BookMessage, TradeMessage};
 use crate::serving::{self, ServeArgs};
-use crate::shutdown::Shutdown;
 use crate::simulate::{render, InstrumentSummary, Summary};
 use crate::topics::TopicLayout;
 use anyhow::{anyhow, Context as _};

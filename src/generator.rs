@@ -8,9 +8,9 @@
 //! whatever the wall clock. `--rate` throttles publishing in wall-clock time (0 = as fast as
 //! possible). `--from-file` publishes a CSV or JSON-lines file instead.
 
-use crate::kafka::KafkaArgs;
+use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::shutdown::Shutdown;
 use crate::schema::{parse_order, OrderMessage};
-use crate::shutdown::Shutdown;
 use crate::topics::partition_for;
 use anyhow::{anyhow, Context as _};
 use kappa_engine::workload::{Generator, Profile, WorkloadConfig};
@@ -266,7 +266,7 @@ fn publish_inner(
         .reader()
         .create()
         .context("creating metadata client")?;
-    let partitions = crate::kafka::partition_count(&reader, topic)?;
+    let partitions = crate::runtime::kafka::partition_count(&reader, topic)?;
     let bar = if progress {
         indicatif::ProgressBar::new(total)
     } else {

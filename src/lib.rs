@@ -7,16 +7,11 @@
 //! - [`config`]: shared configuration (the instrument table).
 //! - [`topics`]: topic names, keys, headers, the partitioner and the topic layout.
 //! - [`schema`]: JSON message schemas of every topic; parsing of incoming orders.
-//! - [`kafka`]: client configuration (`--brokers`, `-X`), provenance headers, output scans.
-//! - [`embedded`]: the embedded broker (librdkafka's mock cluster) for demos and tests.
-//! - [`broker`]: embedded broker or real cluster behind one interface; topics through the Admin
-//!   API.
+//! - [`runtime`]: the consume-process-produce runtime of every streaming job (the loop with
+//!   snapshots and transactions, Kafka configuration, brokers, ops endpoints, shutdown), and the
+//!   [`runtime::job::Job`] trait a job implements over plain records.
 //! - [`generator`]: the order-generator job.
-//! - [`processor`]: the consume-process-produce loop of every streaming job, with exactly-once
-//!   output by deterministic replay.
 //! - [`matchmaker`]: the match-maker job.
-//! - [`ops`]: `/metrics`, `/healthz`, `/readyz` of the streaming jobs.
-//! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`serving`]: the market-view job: HTTP API, order entry and the live dashboard.
 //! - [`analytics`]: the SMA-calculator and profit-calculator jobs (Polars, via `kappa-analytics`).
 //! - [`bench`]: the end-to-end pipeline benchmark.
@@ -26,18 +21,13 @@ pub use kappa_engine as engine;
 
 pub mod analytics;
 pub mod bench;
-pub mod broker;
 pub mod config;
 pub mod demo;
-pub mod embedded;
 pub mod generator;
-pub mod kafka;
 pub mod matchmaker;
-pub mod ops;
-pub mod processor;
+pub mod runtime;
 pub mod schema;
 pub mod serving;
-pub mod shutdown;
 pub mod simulate;
 pub mod telemetry;
 pub mod topics;

@@ -1,23 +1,26 @@
 //! The match-maker job: consumes `orders`, runs one engine per assigned partition, and publishes
 //! `trades`, `order-events`, `rejects` and (conflated) `book`.
 //!
-//! The loop, recovery and exactly-once output are [`crate::processor`]'s; this module is the
-//! matching-specific part: parse an order, apply it to the partition's engine, turn events into
-//! messages. `book` is a state feed: at most one update per instrument per processed batch, each
-//! carrying `(partition, as_of_offset)` so consumers keep the newest.
+//! The loop, recovery and exactly-once output are [`crate::runtime::processor`]'s; this module is
+//! the matching-specific part: parse an order, apply it to the partition's engine, turn events
+//! into messages. `book` is a state feed: at most one update per instrument per processed batch,
+//! each carrying `(partition, as_of_offset)` so consumers keep the newest — and, after a recovery,
+//! the book of every instrument of the partition once more. A partition's state, which its
+//! snapshots hold, is its engine: books, orders and the order-id index.
 
-use crate::kafka::{partition_count, KafkaArgs};
-use crate::processor::{self, Emitter, Job};
+use crate::runtime::harness::{self, InProcess};
+use crate::runtime::job::{Emitter, Job, Record};
+use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::metrics::Counters;
+use crate::runtime::processor::{self, LoopArgs};
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::snapshot;
 use crate::schema::{self, BookMessage, OrderEventMessage, TradeMessage};
-use crate::shutdown::Shutdown;
 use crate::topics::{partition_for, Topics};
 use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::{BorrowedMessage, Message};
 use std::time::Duration;
-
-pub use crate::processor::Counters;
 
 /// Settings of the match maker.
 #[derive(Clone, Debug)]
@@ -28,8 +31,8 @@ pub struct Options {
     /// Exit once every assigned partition is caught up and nothing arrived for this long.
     pub idle_exit: Option<Duration>,
     pub depth_levels: usize,
-    /// Use Kafka transactions with this `transactional.id` (production brokers only).
-    pub transactional_id: Option<String>,
+    /// Transactions and snapshots.
+    pub runtime: LoopArgs,
     /// Prefix for the output topics only (the input stays `orders` under the Kafka prefix):
     /// e.g. `replay.` to rebuild everything side by side in a new consumer group.
     pub output_prefix: Option<String>,
@@ -42,7 +45,7 @@ impl Default for Options {
             batch_size: 5_000,
             idle_exit: None,
             depth_levels: 5,
-            transactional_id: None,
+            runtime: LoopArgs::default(),
             output_prefix: None,
         }
     }
@@ -64,6 +67,45 @@ pub struct MatchMaker<'a> {
     depth: Vec<DepthUpdate>,
 }
 
+impl<'a> MatchMaker<'a> {
+    /// The job reading `input` (with `order_partitions` partitions) and writing `outputs`.
+    pub fn new(
+        instruments: &'a Instruments,
+        input: String,
+        outputs: Topics,
+        order_partitions: i32,
+        depth_levels: usize,
+    ) -> Self {
+        MatchMaker {
+            instruments,
+            input,
+            outputs,
+            depth_levels,
+            order_partitions,
+            events: Vec::with_capacity(256),
+            depth: Vec::with_capacity(16),
+        }
+    }
+
+    fn book(
+        &self,
+        engine: &Engine,
+        id: kappa_engine::InstrumentId,
+        out: &Emitter<'_>,
+    ) -> BookMessage {
+        let depth = engine.depth(id, self.depth_levels);
+        BookMessage::new(
+            id,
+            &depth.bids,
+            &depth.asks,
+            self.instruments,
+            out.partition(),
+            out.offset(),
+            out.event_time(),
+        )
+    }
+}
+
 impl Job for MatchMaker<'_> {
     type State = Engine;
 
@@ -83,6 +125,10 @@ impl Job for MatchMaker<'_> {
         ]
     }
 
+    fn state_outputs(&self) -> Vec<String> {
+        vec![self.outputs.book.clone()]
+    }
+
     fn rejects(&self) -> usize {
         REJECTS
     }
@@ -96,16 +142,33 @@ impl Job for MatchMaker<'_> {
         )
     }
 
+    fn fingerprint(&self) -> String {
+        format!(
+            "engine state v{}, depth {}, {} orders partitions, instruments {}",
+            kappa_engine::STATE_VERSION,
+            self.depth_levels,
+            self.order_partitions,
+            crate::config::instruments_fingerprint(self.instruments)
+        )
+    }
+
+    fn save(&self, _partition: i32, engine: &Engine) -> anyhow::Result<Vec<u8>> {
+        snapshot::to_bytes(engine)
+    }
+
+    fn load(&mut self, _partition: i32, bytes: &[u8]) -> anyhow::Result<Engine> {
+        snapshot::from_bytes(bytes)
+    }
+
     fn handle(
         &mut self,
         engine: &mut Engine,
-        m: &BorrowedMessage<'_>,
-        out: &mut Emitter<'_, '_>,
+        m: &Record<'_>,
+        out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
-        let payload = m.payload().unwrap_or(&[]);
-        let parsed = match schema::parse_order(payload) {
+        let parsed = match schema::parse_order(m.payload) {
             Ok(p) => p,
-            Err(e) => return out.reject(m, m.key().unwrap_or(&[]), e.reason, e.detail),
+            Err(e) => return out.reject(m, m.key, e.reason, e.detail),
         };
         // Exchange time: the `orders` record's timestamp (on a real cluster the broker's arrival
         // stamp, `LogAppendTime`), which replays identically. The client's `order_timestamp` is
@@ -119,7 +182,7 @@ impl Job for MatchMaker<'_> {
         if home != out.partition() && self.instruments.id_of(symbol).is_some() {
             let detail = format!(
                 "instrument {symbol} is matched on partition {home} of {}: produce with key = instrument and the murmur2 partitioner (kcat: -X partitioner=murmur2_random)",
-                m.topic()
+                m.topic
             );
             return out.reject(m, symbol.as_str().as_bytes(), "wrong_partition", detail);
         }
@@ -175,11 +238,7 @@ impl Job for MatchMaker<'_> {
     }
 
     /// Publishes the conflated depth of instruments whose top-N changed in this batch.
-    fn after_batch(
-        &mut self,
-        engine: &mut Engine,
-        out: &mut Emitter<'_, '_>,
-    ) -> anyhow::Result<()> {
+    fn after_batch(&mut self, engine: &mut Engine, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.depth.clear();
         engine.drain_depth(&mut self.depth);
         for d in &self.depth {
@@ -196,9 +255,26 @@ impl Job for MatchMaker<'_> {
         }
         Ok(())
     }
+
+    /// After a recovery, the book of every instrument this partition matches: one that does not
+    /// trade again would otherwise keep showing what was published before the restart.
+    fn recovered(&mut self, engine: &mut Engine, out: &mut Emitter<'_>) -> anyhow::Result<()> {
+        self.depth.clear();
+        engine.drain_depth(&mut self.depth);
+        for id in self.instruments.ids() {
+            let symbol = self.instruments.symbol(id);
+            if partition_for(symbol.as_str().as_bytes(), self.order_partitions) != out.partition() {
+                continue;
+            }
+            // Unconditionally: this is the republication (the input it reflects was published).
+            let msg = self.book(engine, id, out);
+            out.emit_once(&self.outputs.book, msg.instrument.as_bytes(), &msg)?;
+        }
+        Ok(())
+    }
 }
 
-/// Runs the match maker until `shutdown` (or idle exit). Flushes and commits before returning.
+/// Runs the match maker until `shutdown` (or idle exit).
 pub fn run(
     kafka: &KafkaArgs,
     instruments: &Instruments,
@@ -212,21 +288,18 @@ pub fn run(
         .reader()
         .create()
         .context("creating metadata client")?;
-    let mut job = MatchMaker {
+    let mut job = MatchMaker::new(
         instruments,
-        input: topics.orders.clone(),
+        topics.orders.clone(),
         outputs,
-        depth_levels: opts.depth_levels,
-        order_partitions: partition_count(&reader, &topics.orders)?,
-        events: Vec::with_capacity(256),
-        depth: Vec::with_capacity(16),
-    };
+        partition_count(&reader, &topics.orders)?,
+        opts.depth_levels,
+    );
+    let changelog = kafka.changelog_topic(opts.output_prefix.as_deref(), job.name());
     let loop_opts = processor::Options {
-        group: opts.group.clone(),
         batch_size: opts.batch_size,
         idle_exit: opts.idle_exit,
-        until_end: false,
-        transactional_id: opts.transactional_id.clone(),
+        ..processor::Options::new(&opts.group, changelog, &opts.runtime)
     };
     processor::run(&mut job, kafka, &loop_opts, shutdown, counters)
 }
@@ -236,9 +309,9 @@ pub fn spawn(
     kafka: &KafkaArgs,
     instruments: &Instruments,
     opts: Options,
-) -> anyhow::Result<processor::InProcess> {
+) -> anyhow::Result<InProcess> {
     let (kafka, instruments) = (kafka.clone(), instruments.clone());
-    processor::spawn("match-maker", move |stop, counters| {
+    harness::spawn("match-maker", move |stop, counters| {
         run(&kafka, &instruments, &opts, stop, counters)
     })
 }

@@ -6,8 +6,8 @@
 
 mod support;
 
-use kappa_exchange::broker::{ensure_topics, Ensured};
-use kappa_exchange::kafka::{read_topic, KafkaArgs};
+use kappa_exchange::runtime::broker::{ensure_topics, Ensured};
+use kappa_exchange::runtime::kafka::{read_topic, KafkaArgs};
 use kappa_exchange::topics::{Topic, TopicLayout};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -52,7 +52,7 @@ fn kafka_topics_are_created_with_the_layouts_configs_idempotently() {
     let layout = TopicLayout::default();
     let plan = layout.plan(&k.topic_prefix);
     let first = ensure_topics(&k, &plan).unwrap();
-    assert_eq!(first.len(), 6);
+    assert_eq!(first.len(), 9);
     assert!(
         first.iter().all(|(_, e)| *e == Ensured::Created),
         "{first:?}"
@@ -86,7 +86,7 @@ fn kafka_topics_are_created_with_the_layouts_configs_idempotently() {
     let reader: rdkafka::consumer::BaseConsumer = k.reader().create().unwrap();
     for (name, n) in layout.topics(&k.topic_prefix) {
         assert_eq!(
-            kappa_exchange::kafka::partition_count(&reader, &name).unwrap(),
+            kappa_exchange::runtime::kafka::partition_count(&reader, &name).unwrap(),
             n,
             "{name}"
         );
@@ -186,10 +186,10 @@ fn kafka_topics_command_creates_checks_and_deletes() {
         text
     };
     let created = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
-    assert_eq!(created.matches("created ").count(), 10, "{created}");
+    assert_eq!(created.matches("created ").count(), 17, "{created}");
     assert!(created.contains(&format!("created {}replay.analytics", k.topic_prefix)));
     let again = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
-    assert_eq!(again.matches("exists  ").count(), 10, "{again}");
+    assert_eq!(again.matches("exists  ").count(), 17, "{again}");
     let deleted = kappa(&["topics", "delete"]);
-    assert_eq!(deleted.matches("deleted ").count(), 10, "{deleted}");
+    assert_eq!(deleted.matches("deleted ").count(), 17, "{deleted}");
 }

@@ -6,15 +6,16 @@
 pub mod profit;
 pub mod sma;
 
-use crate::kafka::KafkaArgs;
-use crate::processor::Emitter;
+use crate::runtime::job::{Emitter, Record};
+use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::processor::{LoopArgs, Options};
 use crate::schema::{InputError, TradeMessage};
 use crate::topics::Topics;
 use kappa_analytics::Clock;
 use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
-use rdkafka::message::{BorrowedMessage, Message};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,10 +50,12 @@ pub struct AnalyticsArgs {
     /// Exit once caught up and idle for this many milliseconds.
     #[arg(long)]
     pub idle_exit_ms: Option<u64>,
-    /// Prefix for the output topics only (analytics, rejects), e.g. `replay.` for a backfill
-    /// side by side with the live topics (they must exist).
+    /// Prefix for the output topics only (analytics, rejects, the job's changelog), e.g.
+    /// `replay.` for a backfill side by side with the live topics (they must exist).
     #[arg(long)]
     pub output_prefix: Option<String>,
+    #[command(flatten)]
+    pub runtime: LoopArgs,
 }
 
 impl AnalyticsArgs {
@@ -73,18 +76,28 @@ impl AnalyticsArgs {
         }
     }
 
-    /// The processor settings for a job whose default group is `default_group`.
-    pub fn loop_options(&self, default_group: &str) -> crate::processor::Options {
-        crate::processor::Options {
-            group: self
-                .group
-                .clone()
-                .unwrap_or_else(|| default_group.to_string()),
+    /// The loop settings for job `job` (also its default group).
+    pub fn loop_options(&self, kafka: &KafkaArgs, job: &str) -> Options {
+        let group = self.group.clone().unwrap_or_else(|| job.to_string());
+        let changelog = kafka.changelog_topic(self.output_prefix.as_deref(), job);
+        Options {
             batch_size: self.batch_size.max(1),
             idle_exit: self.idle_exit_ms.map(Duration::from_millis),
             until_end: self.until_end,
-            transactional_id: None,
+            ..Options::new(group, changelog, &self.runtime)
         }
+    }
+
+    /// What the analytics state depends on besides the input.
+    pub fn fingerprint(&self, instruments: &Instruments) -> String {
+        format!(
+            "analytics state v{}, window {} ms, lateness {} ms, sma {:?}, instruments {}",
+            kappa_analytics::STATE_VERSION,
+            self.window,
+            self.lateness,
+            self.sma,
+            crate::config::instruments_fingerprint(instruments)
+        )
     }
 }
 
@@ -101,6 +114,7 @@ impl Default for AnalyticsArgs {
             batch_size: 100_000,
             idle_exit_ms: None,
             output_prefix: None,
+            runtime: LoopArgs::default(),
         }
     }
 }
@@ -137,11 +151,11 @@ pub fn parse_window_ms(s: &str) -> Result<i64, String> {
 pub fn admit(
     decoder: &mut TradeDecoder,
     clock: &mut Clock,
-    m: &BorrowedMessage<'_>,
-    out: &mut Emitter<'_, '_>,
+    m: &Record<'_>,
+    out: &mut Emitter<'_>,
 ) -> anyhow::Result<Option<TradeRow>> {
-    let key = m.key().unwrap_or(&[]);
-    match decoder.decode(m.payload().unwrap_or(&[])) {
+    let key = m.key;
+    match decoder.decode(m.payload) {
         Err(e) => out.reject(m, key, e.reason, e.detail).map(|_| None),
         Ok((row, _)) => {
             if clock.admit(row.ts_ms).is_none() {
@@ -158,11 +172,45 @@ pub fn admit(
     }
 }
 
-/// Trade messages → exact integer rows, with trader names interned.
+/// Trade messages → exact integer rows, with trader names interned (ids in order of first
+/// appearance). Serializes with the names only (a snapshot restores the same ids).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "DecoderState", into = "DecoderState")]
 pub struct TradeDecoder {
     instruments: Instruments,
     ids: HashMap<String, u32>,
     names: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DecoderState {
+    instruments: Instruments,
+    names: Vec<String>,
+}
+
+impl From<DecoderState> for TradeDecoder {
+    fn from(d: DecoderState) -> Self {
+        let ids = d
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u32))
+            .collect();
+        TradeDecoder {
+            instruments: d.instruments,
+            ids,
+            names: d.names,
+        }
+    }
+}
+
+impl From<TradeDecoder> for DecoderState {
+    fn from(d: TradeDecoder) -> Self {
+        DecoderState {
+            instruments: d.instruments,
+            names: d.names,
+        }
+    }
 }
 
 impl TradeDecoder {

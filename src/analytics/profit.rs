@@ -17,20 +17,28 @@
 //! are published in window order and, after a restart, only for windows after the last one already
 //! on the topic. Run one replica for a global leaderboard (the job is light); with several, each
 //! ranks the traders of its own partitions.
+//!
+//! A partition's snapshot holds its positions, open windows, SMA marks, the trader names it has
+//! seen (its own interning, so ids restore exactly), and its contribution to the leaderboard.
 
 use super::{AnalyticsArgs, TradeDecoder};
-use crate::kafka::{scan_backwards, KafkaArgs};
-use crate::processor::{self, Counters, Emitter, Job};
+use crate::runtime::harness::{self, InProcess};
+use crate::runtime::job::{Emitter, Job, Record};
+use crate::runtime::kafka::{scan_backwards, KafkaArgs};
+use crate::runtime::metrics::Counters;
+use crate::runtime::processor;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::snapshot;
 use crate::schema::{LeaderEntry, LeaderboardMessage, PnlMessage};
-use crate::shutdown::Shutdown;
 use crate::topics::{partition_for, Topics};
 use anyhow::Context as _;
 use kappa_analytics::parquet::{window_file, write_table, Values};
 use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, TradeRow, WindowTotals};
 use kappa_engine::Instruments;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const ANALYTICS: usize = 0;
@@ -41,7 +49,10 @@ pub const LEADERBOARD_KEY: &str = "leaderboard";
 pub const LEADERBOARD_SIZE: usize = 10;
 
 /// Per input partition.
+#[derive(Serialize, Deserialize)]
 pub struct ProfitState {
+    /// Trader names of this partition, interned in their order of appearance here.
+    decoder: TradeDecoder,
     pnl: PnlEngine,
     bars: BarEngine,
     clock: Clock,
@@ -51,17 +62,32 @@ pub struct ProfitState {
 }
 
 /// One partition's contribution to the leaderboard.
-#[derive(Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 struct PartitionTotals {
     /// Windows ending at or before this are closed in the partition.
     watermark: i64,
     /// Every trader's total P&L at each window close, by window end.
-    snapshots: BTreeMap<i64, Vec<(u32, Decimal)>>,
+    snapshots: BTreeMap<i64, Vec<(String, Decimal)>>,
+}
+
+/// What a partition's snapshot holds: its state and its part of the job-wide leaderboard state.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    state: &'a ProfitState,
+    totals: Option<&'a PartitionTotals>,
+    last_leaderboard: i64,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    state: ProfitState,
+    totals: Option<PartitionTotals>,
+    last_leaderboard: i64,
 }
 
 /// The profit calculator.
 pub struct ProfitJob {
-    decoder: TradeDecoder,
+    instruments: Instruments,
     args: AnalyticsArgs,
     topics: Topics,
     /// Per partition that has seen trades.
@@ -82,7 +108,7 @@ impl ProfitJob {
         last_leaderboard: i64,
     ) -> Self {
         ProfitJob {
-            decoder: TradeDecoder::new(instruments),
+            instruments,
             args,
             topics,
             partitions: BTreeMap::new(),
@@ -90,8 +116,8 @@ impl ProfitJob {
         }
     }
 
-    fn pnl_message(&self, r: &PnlRow, sma_mark: Option<Decimal>, pnl: &PnlEngine) -> PnlMessage {
-        let d = &self.decoder;
+    fn pnl_message(st: &ProfitState, r: &PnlRow, sma_mark: Option<Decimal>) -> PnlMessage {
+        let (d, pnl) = (&st.decoder, &st.pnl);
         let i = r.instrument;
         let p = &r.position;
         let money = |x: Decimal| round(pnl.money(i, x));
@@ -125,7 +151,7 @@ impl ProfitJob {
         bars: &[kappa_analytics::Bar],
         rows: &[PnlRow],
         totals: Vec<WindowTotals>,
-        out: &mut Emitter<'_, '_>,
+        out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
         let mut next_bar = 0;
         let mut messages = Vec::with_capacity(rows.len());
@@ -133,10 +159,11 @@ impl ProfitJob {
         // interned in arrival order across partitions, which differs between runs; the replay
         // that makes outputs exactly-once needs the same order every time.)
         let mut rows: Vec<&PnlRow> = rows.iter().collect();
+        let d = &st.decoder;
         rows.sort_by(|a, b| {
-            (a.window_end, self.decoder.trader(a.trader), a.instrument).cmp(&(
+            (a.window_end, d.trader(a.trader), a.instrument).cmp(&(
                 b.window_end,
-                self.decoder.trader(b.trader),
+                d.trader(b.trader),
                 b.instrument,
             ))
         });
@@ -149,7 +176,7 @@ impl ProfitJob {
                 }
                 next_bar += 1;
             }
-            let msg = self.pnl_message(r, st.sma_mark.get(&r.instrument).copied(), &st.pnl);
+            let msg = Self::pnl_message(st, r, st.sma_mark.get(&r.instrument).copied());
             out.set_event_time(r.window_end);
             out.emit(ANALYTICS, msg.trader.as_bytes(), &msg)?;
             out.count_items(1);
@@ -169,13 +196,18 @@ impl ProfitJob {
         let entry = self.partitions.entry(out.partition()).or_default();
         entry.watermark = st.pnl.watermark();
         for t in totals {
-            entry.snapshots.insert(t.window_end, t.totals);
+            let named = t
+                .totals
+                .into_iter()
+                .map(|(trader, total)| (st.decoder.trader(trader).to_string(), total))
+                .collect();
+            entry.snapshots.insert(t.window_end, named);
         }
         self.publish_leaderboards(out)
     }
 
     /// Publishes every leaderboard whose window all partitions with trades have closed.
-    fn publish_leaderboards(&mut self, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+    fn publish_leaderboards(&mut self, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let closed_through = self
             .partitions
             .values()
@@ -195,7 +227,7 @@ impl ProfitJob {
             for p in self.partitions.values() {
                 if let Some((_, snap)) = p.snapshots.range(..=end).next_back() {
                     for (trader, total) in snap {
-                        *totals.entry(self.decoder.trader(*trader)).or_default() += *total;
+                        *totals.entry(trader.as_str()).or_default() += *total;
                     }
                 }
             }
@@ -273,6 +305,11 @@ impl Job for ProfitJob {
         vec![self.topics.analytics.clone(), self.topics.rejects.clone()]
     }
 
+    /// Leaderboards, outside the sequence space.
+    fn state_outputs(&self) -> Vec<String> {
+        vec![self.topics.analytics.clone()]
+    }
+
     fn rejects(&self) -> usize {
         REJECTS
     }
@@ -287,8 +324,10 @@ impl Job for ProfitJob {
             .filter(|&n| n > 0)
             .min()
             .map_or(vec![], |n| vec![n]);
+        let decoder = TradeDecoder::new(self.instruments.clone());
         ProfitState {
-            pnl: PnlEngine::new(spec, self.decoder.unit_values()),
+            pnl: PnlEngine::new(spec, decoder.unit_values()),
+            decoder,
             bars: BarEngine::new(spec, &shortest),
             clock: Clock::new(spec),
             batch: Vec::new(),
@@ -296,35 +335,48 @@ impl Job for ProfitJob {
         }
     }
 
+    fn fingerprint(&self) -> String {
+        self.args.fingerprint(&self.instruments)
+    }
+
+    fn save(&self, partition: i32, st: &ProfitState) -> anyhow::Result<Vec<u8>> {
+        snapshot::to_bytes(&SavedRef {
+            state: st,
+            totals: self.partitions.get(&partition),
+            last_leaderboard: self.last_leaderboard,
+        })
+    }
+
+    fn load(&mut self, partition: i32, bytes: &[u8]) -> anyhow::Result<ProfitState> {
+        let saved: Saved = snapshot::from_bytes(bytes)?;
+        if let Some(t) = saved.totals {
+            self.partitions.insert(partition, t);
+        }
+        self.last_leaderboard = self.last_leaderboard.max(saved.last_leaderboard);
+        Ok(saved.state)
+    }
+
     fn handle(
         &mut self,
         st: &mut Self::State,
-        m: &BorrowedMessage<'_>,
-        out: &mut Emitter<'_, '_>,
+        m: &Record<'_>,
+        out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
-        if let Some(row) = super::admit(&mut self.decoder, &mut st.clock, m, out)? {
+        if let Some(row) = super::admit(&mut st.decoder, &mut st.clock, m, out)? {
             self.partitions.entry(out.partition()).or_default();
             st.batch.push(row);
         }
         Ok(())
     }
 
-    fn after_batch(
-        &mut self,
-        st: &mut ProfitState,
-        out: &mut Emitter<'_, '_>,
-    ) -> anyhow::Result<()> {
+    fn after_batch(&mut self, st: &mut ProfitState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let batch = std::mem::take(&mut st.batch);
         let bars = st.bars.push(&batch)?.bars;
         let pnl = st.pnl.push(&batch)?;
         self.publish(st, &bars, &pnl.rows, pnl.totals, out)
     }
 
-    fn end_of_input(
-        &mut self,
-        st: &mut ProfitState,
-        out: &mut Emitter<'_, '_>,
-    ) -> anyhow::Result<()> {
+    fn end_of_input(&mut self, st: &mut ProfitState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.after_batch(st, out)?;
         let bars = st.bars.flush()?;
         let pnl = st.pnl.flush()?;
@@ -341,7 +393,7 @@ impl Job for ProfitJob {
 /// End of the last leaderboard already on `analytics` (`i64::MIN` if none).
 pub fn last_leaderboard_on_topic(kafka: &KafkaArgs, topics: &Topics) -> anyhow::Result<i64> {
     let reader: BaseConsumer = kafka.reader().create()?;
-    let n = crate::kafka::partition_count(&reader, &topics.analytics)?;
+    let n = crate::runtime::kafka::partition_count(&reader, &topics.analytics)?;
     let q = partition_for(LEADERBOARD_KEY.as_bytes(), n);
     // Leaderboards are published in window order: the highest end seen is the last one.
     let mut last: Option<i64> = None;
@@ -349,7 +401,7 @@ pub fn last_leaderboard_on_topic(kafka: &KafkaArgs, topics: &Topics) -> anyhow::
         &reader,
         &topics.analytics,
         q,
-        1024,
+        -1,
         &mut last,
         |last, m| {
             if m.key() == Some(LEADERBOARD_KEY.as_bytes()) {
@@ -378,13 +430,8 @@ pub fn run(
     let last = last_leaderboard_on_topic(kafka, &topics)
         .context("finding the last published leaderboard")?;
     let mut job = ProfitJob::new(instruments.clone(), args.clone(), topics, last);
-    processor::run(
-        &mut job,
-        kafka,
-        &args.loop_options("profit-calculator"),
-        shutdown,
-        counters,
-    )
+    let opts = args.loop_options(kafka, job.name());
+    processor::run(&mut job, kafka, &opts, shutdown, counters)
 }
 
 /// Starts [`run`] on a thread of this process (demo, benchmarks).
@@ -392,9 +439,9 @@ pub fn spawn(
     kafka: &KafkaArgs,
     instruments: &Instruments,
     args: AnalyticsArgs,
-) -> anyhow::Result<processor::InProcess> {
+) -> anyhow::Result<InProcess> {
     let (kafka, instruments) = (kafka.clone(), instruments.clone());
-    processor::spawn("profit-calculator", move |stop, counters| {
+    harness::spawn("profit-calculator", move |stop, counters| {
         run(&kafka, &instruments, &args, stop, counters)
     })
 }

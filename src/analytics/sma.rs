@@ -5,24 +5,30 @@
 //! load, flushed on the 100 ms poll timeout when idle); each batch is one Polars computation
 //! ([`kappa_analytics::BarEngine`]). Late trades (their window already closed when they arrived)
 //! go to `rejects` as `late_trade`, in arrival order, and are counted. Outputs do not depend on
-//! batching, so replay after a restart reproduces them exactly.
+//! batching, so replay after a restart reproduces them exactly. A partition's state (open
+//! windows, the closes its SMAs still need, its lateness clock) is what its snapshots hold.
 
 use super::{AnalyticsArgs, TradeDecoder};
-use crate::kafka::KafkaArgs;
-use crate::processor::{self, Counters, Emitter, Job};
+use crate::runtime::harness::{self, InProcess};
+use crate::runtime::job::{Emitter, Job, Record};
+use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::metrics::Counters;
+use crate::runtime::processor;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::snapshot;
 use crate::schema::{BarMessage, SmaMessage, SmaValue};
-use crate::shutdown::Shutdown;
 use crate::topics::Topics;
 use kappa_analytics::parquet::{window_file, write_table, Values};
 use kappa_analytics::{Bar, BarEngine, Clock, TradeRow};
 use kappa_engine::Instruments;
-use rdkafka::message::BorrowedMessage;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 const ANALYTICS: usize = 0;
 const REJECTS: usize = 1;
 
 /// Per input partition.
+#[derive(Serialize, Deserialize)]
 pub struct SmaState {
     engine: BarEngine,
     /// Decides lateness in arrival order, exactly as the engine's own clock does.
@@ -46,7 +52,7 @@ impl SmaJob {
         }
     }
 
-    fn publish(&mut self, bars: &[Bar], out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+    fn publish(&mut self, bars: &[Bar], out: &mut Emitter<'_>) -> anyhow::Result<()> {
         for b in bars {
             out.set_event_time(b.end_ms);
             let bar = self.bar_message(b);
@@ -167,11 +173,23 @@ impl Job for SmaJob {
         }
     }
 
+    fn fingerprint(&self) -> String {
+        self.args.fingerprint(self.decoder.instruments())
+    }
+
+    fn save(&self, _partition: i32, st: &SmaState) -> anyhow::Result<Vec<u8>> {
+        snapshot::to_bytes(st)
+    }
+
+    fn load(&mut self, _partition: i32, bytes: &[u8]) -> anyhow::Result<SmaState> {
+        snapshot::from_bytes(bytes)
+    }
+
     fn handle(
         &mut self,
         st: &mut Self::State,
-        m: &BorrowedMessage<'_>,
-        out: &mut Emitter<'_, '_>,
+        m: &Record<'_>,
+        out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
         if let Some(row) = super::admit(&mut self.decoder, &mut st.clock, m, out)? {
             st.batch.push(row);
@@ -179,14 +197,14 @@ impl Job for SmaJob {
         Ok(())
     }
 
-    fn after_batch(&mut self, st: &mut SmaState, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+    fn after_batch(&mut self, st: &mut SmaState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let batch = std::mem::take(&mut st.batch);
         let result = st.engine.push(&batch)?;
         debug_assert!(result.late.is_empty(), "lateness is decided in handle()");
         self.publish(&result.bars, out)
     }
 
-    fn end_of_input(&mut self, st: &mut SmaState, out: &mut Emitter<'_, '_>) -> anyhow::Result<()> {
+    fn end_of_input(&mut self, st: &mut SmaState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.after_batch(st, out)?;
         let bars = st.engine.flush()?;
         self.publish(&bars, out)
@@ -202,13 +220,8 @@ pub fn run(
     counters: &Counters,
 ) -> anyhow::Result<()> {
     let mut job = SmaJob::new(instruments.clone(), args.clone(), args.topics(kafka));
-    processor::run(
-        &mut job,
-        kafka,
-        &args.loop_options("sma-calculator"),
-        shutdown,
-        counters,
-    )
+    let opts = args.loop_options(kafka, job.name());
+    processor::run(&mut job, kafka, &opts, shutdown, counters)
 }
 
 /// Starts [`run`] on a thread of this process (demo, benchmarks).
@@ -216,9 +229,9 @@ pub fn spawn(
     kafka: &KafkaArgs,
     instruments: &Instruments,
     args: AnalyticsArgs,
-) -> anyhow::Result<processor::InProcess> {
+) -> anyhow::Result<InProcess> {
     let (kafka, instruments) = (kafka.clone(), instruments.clone());
-    processor::spawn("sma-calculator", move |stop, counters| {
+    harness::spawn("sma-calculator", move |stop, counters| {
         run(&kafka, &instruments, &args, stop, counters)
     })
 }

@@ -483,7 +483,7 @@ async fn stats(State(app): State<App>) -> impl IntoResponse {
 
 /// Prometheus text: what the feed applied, order entry outcomes, readiness.
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    use crate::ops::write_family;
+    use crate::runtime::metrics::write_family;
     let feed = app.read().counts();
     let c = &app.counters;
     let (published, refused, failed, ready) = (
@@ -536,5 +536,5 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         job,
         &[(String::new(), &ready)],
     );
-    crate::ops::metrics_response(out)
+    crate::runtime::ops::metrics_response(out)
 }

@@ -4,12 +4,12 @@
 //! every partition has been read up to the end it had when the server started.
 
 use super::state::MarketState;
-use crate::kafka::{partition_count, KafkaArgs};
+use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::shutdown::Shutdown;
 use crate::schema::{
     AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, PnlMessage,
     SmaMessage, TradeMessage,
 };
-use crate::shutdown::Shutdown;
 use crate::topics::Topics;
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -96,7 +96,7 @@ pub fn run(
     ] {
         for p in 0..partition_count(&consumer, topic)? {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-            let (low, high) = crate::kafka::watermarks(&consumer, topic, p)?;
+            let (low, high) = crate::runtime::kafka::watermarks(&consumer, topic, p)?;
             if high > low {
                 pending.push((topic.clone(), p, high));
             }

@@ -15,8 +15,8 @@ pub mod feed;
 pub mod orders;
 pub mod state;
 
-use crate::kafka::{partition_count, KafkaArgs};
-use crate::shutdown::Shutdown;
+use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::shutdown::Shutdown;
 use anyhow::Context as _;
 use kappa_engine::Instruments;
 use rdkafka::consumer::BaseConsumer;

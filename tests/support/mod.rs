@@ -9,12 +9,12 @@
 //! too, so they run in parallel without seeing each other.
 #![allow(dead_code)]
 
-use kappa_exchange::broker::Broker;
 use kappa_exchange::config;
 use kappa_exchange::generator::{self, FlowConfig};
-use kappa_exchange::kafka::KafkaArgs;
+use kappa_exchange::runtime::broker::Broker;
+use kappa_exchange::runtime::kafka::KafkaArgs;
+use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::TradeMessage;
-use kappa_exchange::shutdown::Shutdown;
 use kappa_exchange::topics::TopicLayout;
 use rdkafka::consumer::BaseConsumer;
 use std::process::{Child, Command, Stdio};
@@ -33,6 +33,36 @@ pub fn key(t: &TradeMessage) -> TradeKey {
         t.quantity.to_string(),
         t.aggressor.clone(),
     )
+}
+
+/// Asserts two trade streams (per instrument) are equal, reporting only where they first differ.
+pub fn assert_same_trades(
+    actual: &std::collections::BTreeMap<String, Vec<TradeKey>>,
+    expected: &std::collections::BTreeMap<String, Vec<TradeKey>>,
+) {
+    let mut report = Vec::new();
+    for sym in actual.keys().chain(expected.keys()) {
+        let (a, e) = (
+            actual.get(sym).map_or(&[][..], Vec::as_slice),
+            expected.get(sym).map_or(&[][..], Vec::as_slice),
+        );
+        if a != e {
+            let i = a
+                .iter()
+                .zip(e)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(e.len()));
+            report.push(format!(
+                "{sym}: {} trades, expected {}; first difference at {i}: got {:?}, expected {:?}",
+                a.len(),
+                e.len(),
+                &a[i.min(a.len())..(i + 3).min(a.len())],
+                &e[i.min(e.len())..(i + 3).min(e.len())],
+            ));
+        }
+    }
+    report.dedup();
+    assert!(report.is_empty(), "trades differ:\n{}", report.join("\n"));
 }
 
 /// Which broker a test runs on.
@@ -206,7 +236,10 @@ pub fn job(p: &Pipeline, bin: &str, extra: &[&str]) -> Child {
         .args(["--brokers", p.broker.bootstrap()])
         .env("KAFKA_TOPIC_PREFIX", p.prefix())
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("KAPPA_TEST_JOB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {bin}: {e}"))

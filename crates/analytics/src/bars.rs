@@ -8,10 +8,15 @@
 //! closes `.over(instrument)`, seeded with the last closes carried per instrument. All values are
 //! integers (ticks, lots, ticks×lots), so the aggregation is exact; dividing (VWAP, SMA) is left
 //! to the caller's decimal arithmetic. The same trades give the same bars whatever the batching.
+//!
+//! A [`BarEngine`] is serde-serializable, so its state can be snapshotted and restored.
 
+use crate::columns::frame_columns;
 use crate::window::{split_closed, Clock, WindowSpec};
 use crate::TradeRow;
 use polars::prelude::*;
+use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 /// One closed bar. Prices in ticks, volume in lots, notional in ticks × lots.
@@ -40,6 +45,11 @@ pub struct BarsOutput {
 }
 
 /// Incremental bar and SMA computation for one stream of trades.
+///
+/// Implements `Serialize` and `Deserialize` (on demand; [`push`](Self::push) is unaffected): the
+/// partial bars of open windows are written as plain columns, everything else field by field,
+/// in a form that also suits non-self-describing formats such as bincode. A deserialized engine
+/// continues exactly where the serialized one was.
 pub struct BarEngine {
     clock: Clock,
     sma: Vec<usize>,
@@ -288,5 +298,135 @@ impl BarEngine {
             .iter()
             .map(|n| Ok(out.column(&format!("sma{n}"))?.i64()?.iter().collect()))
             .collect()
+    }
+}
+
+frame_columns! {
+    /// The partial bars of open windows (`BarEngine::partial`) as plain columns, one row per
+    /// instrument and window: the OHLCV aggregates, and the `(ts, seq)` of the first and last
+    /// trade that decide the open and close when later trades are merged in.
+    struct PartialBars {
+        instrument: UInt32Type,
+        window: Int64Type,
+        open: Int64Type,
+        high: Int64Type,
+        low: Int64Type,
+        close: Int64Type,
+        volume: Int64Type,
+        notional: Int64Type,
+        trades: Int64Type,
+        first_ts: Int64Type,
+        first_seq: Int64Type,
+        last_ts: Int64Type,
+        last_seq: Int64Type,
+    }
+}
+
+/// The serialized form of a [`BarEngine`]: its fields, with the partial bars as plain columns.
+/// Borrows the engine when serializing; owned when deserialized.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "BarEngine")]
+struct BarEngineState<'a> {
+    clock: Cow<'a, Clock>,
+    sma: Cow<'a, [usize]>,
+    partial: Option<PartialBars>,
+    history: Cow<'a, BTreeMap<u32, VecDeque<i64>>>,
+    next_seq: i64,
+}
+
+impl Serialize for BarEngine {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let partial = self
+            .partial
+            .as_ref()
+            .map(PartialBars::from_frame)
+            .transpose()
+            .map_err(ser::Error::custom)?;
+        BarEngineState {
+            clock: Cow::Borrowed(&self.clock),
+            sma: Cow::Borrowed(&self.sma),
+            partial,
+            history: Cow::Borrowed(&self.history),
+            next_seq: self.next_seq,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for BarEngine {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let state = BarEngineState::deserialize(deserializer)?;
+        let sma = state.sma.into_owned();
+        if sma.first() == Some(&0) || !sma.is_sorted_by(|a, b| a < b) {
+            return Err(de::Error::custom(format!(
+                "SMA lengths must be positive, sorted and distinct: {sma:?}"
+            )));
+        }
+        let partial = state
+            .partial
+            .map(PartialBars::into_frame)
+            .transpose()
+            .map_err(de::Error::custom)?;
+        Ok(BarEngine {
+            clock: state.clock.into_owned(),
+            sma,
+            partial,
+            history: state.history.into_owned(),
+            next_seq: state.next_seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trade(instrument: u32, ts_ms: i64, price: i64) -> TradeRow {
+        TradeRow {
+            instrument,
+            ts_ms,
+            price,
+            quantity: 2,
+            buyer: 1,
+            seller: 2,
+        }
+    }
+
+    #[test]
+    fn partial_bars_rebuild_the_same_frame() {
+        let spec = WindowSpec {
+            length_ms: 1_000,
+            lateness_ms: 5_000,
+        };
+        let mut e = BarEngine::new(spec, &[2]);
+        // Two pushes, so the frame is the merged one; several open windows and instruments.
+        e.push(&[trade(1, 1_500, 10), trade(0, 100, 11), trade(1, 1_500, 12)])
+            .unwrap();
+        e.push(&[trade(0, 2_100, 13), trade(1, 1_400, 9), trade(0, 150, 14)])
+            .unwrap();
+        let partial = e.partial.clone().expect("open windows");
+        assert_eq!(partial.height(), 3);
+        assert_eq!(partial.get_column_names(), PartialBars::COLUMNS);
+
+        let rebuilt = PartialBars::from_frame(&partial)
+            .unwrap()
+            .into_frame()
+            .unwrap();
+        assert_eq!(rebuilt.schema(), partial.schema());
+        assert!(rebuilt.equals(&partial), "{rebuilt}\n{partial}");
+
+        // A frame of another schema is an error, not silently lost state.
+        assert!(PartialBars::from_frame(&partial.drop("last_seq").unwrap()).is_err());
+        let mut narrower = partial.clone();
+        narrower
+            .with_column(
+                partial
+                    .column("trades")
+                    .unwrap()
+                    .cast(&DataType::Int32)
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(PartialBars::from_frame(&narrower).is_err());
     }
 }

@@ -10,8 +10,13 @@
 //!
 //! Trades come in as [`TradeRow`]s in integer units (ticks, lots) so the aggregation is exact;
 //! callers convert to decimals at the edge. Results do not depend on how trades are batched.
+//!
+//! The engines' state is serde-serializable ([`BarEngine`] and [`PnlEngine`] implement
+//! `Serialize`/`Deserialize`), so a streaming job can snapshot it, e.g. with `bincode`, and
+//! restore it after a crash: a restored engine continues exactly as if it had never stopped.
 
 pub mod bars;
+mod columns;
 pub mod parquet;
 pub mod pnl;
 pub mod window;
@@ -20,8 +25,10 @@ pub use bars::{Bar, BarEngine, BarsOutput};
 pub use pnl::{PnlEngine, PnlOutput, PnlRow, Position, WindowTotals};
 pub use window::{Clock, WindowSpec};
 
+use serde::{Deserialize, Serialize};
+
 /// One trade in integer units. `buyer`/`seller` are trader ids interned by the caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeRow {
     pub instrument: u32,
     pub ts_ms: i64,
@@ -35,3 +42,8 @@ pub struct TradeRow {
 
 /// The Polars version these analytics are built with, re-exported for callers that build frames.
 pub use polars;
+
+/// Version of the engines' serialized state ([`BarEngine`], [`PnlEngine`], [`Clock`] with serde):
+/// bumped whenever a change makes an older snapshot mean something else, so a job refuses to
+/// restore it instead of diverging.
+pub const STATE_VERSION: u32 = 1;

@@ -6,8 +6,10 @@
 //! is at or below the watermark at that moment). Late trades are returned to the caller, never
 //! silently dropped.
 
+use serde::{Deserialize, Serialize};
+
 /// Window length and allowed lateness, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
     pub length_ms: i64,
     pub lateness_ms: i64,
@@ -21,8 +23,9 @@ impl WindowSpec {
     }
 }
 
-/// Watermark bookkeeping for one input stream.
-#[derive(Clone, Debug)]
+/// Watermark bookkeeping for one input stream. Serializable, for snapshots of the engines (and of
+/// callers that keep their own clock).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Clock {
     spec: WindowSpec,
     max_ts: i64,

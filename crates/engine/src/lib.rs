@@ -36,3 +36,8 @@ pub use types::{
     FixedStr, IdError, InstrumentId, Lots, OrderId, OrderType, Side, Symbol, Ticks, TimeInForce,
     TraderId,
 };
+
+/// Version of the engine's serialized state ([`Engine`] with serde): bumped whenever a change
+/// makes an older snapshot mean something else, so a job refuses to restore it instead of
+/// diverging.
+pub const STATE_VERSION: u32 = 1;

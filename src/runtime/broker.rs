@@ -9,8 +9,8 @@
 //! refused with a clear message otherwise. The mock broker has no CreateTopics:
 //! [`EmbeddedKafka::create_topic`] (partitions only; it has no topic configs either).
 
-use crate::embedded::EmbeddedKafka;
-use crate::kafka::KafkaArgs;
+use crate::runtime::embedded::EmbeddedKafka;
+use crate::runtime::kafka::KafkaArgs;
 use crate::topics::PlannedTopic;
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
@@ -26,7 +26,7 @@ pub struct BrokerArgs {
     #[arg(long)]
     pub brokers: Option<String>,
     /// Extra librdkafka setting for --brokers, repeatable (-X security.protocol=SASL_SSL).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka::parse_kv, requires = "brokers")]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::runtime::kafka::parse_kv, requires = "brokers")]
     pub config: Vec<(String, String)>,
     /// Topic (and consumer group) prefix on --brokers; default: a fresh one per run.
     #[arg(long, requires = "brokers")]

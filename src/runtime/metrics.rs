@@ -1,24 +1,49 @@
-//! Operational endpoints of the streaming jobs: `/metrics` (Prometheus text format), `/healthz`
-//! (the poll loop is advancing) and `/readyz` (partitions assigned and their state rebuilt by
-//! replay), served on `--ops-bind` (env `KAPPA_OPS_BIND`) by a small axum server on its own thread.
-//!
-//! The numbers come from the job's [`Counters`], which the processing loop updates; this module
-//! only reads and renders them.
+//! What a streaming job counts about itself, and its Prometheus text rendering: counters of the
+//! processing loop ([`Counters`]), health and readiness, consumer lag, recovery progress and the
+//! batch latency histogram. The loop ([`super::processor`]) writes them; the ops endpoints
+//! ([`super::ops`]) and the demo read them.
 
-use crate::processor::Counters;
-use crate::shutdown::Shutdown;
-use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Live counters of a processing loop, readable from other threads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Input messages processed, each offset once per process (see `replayed`).
+    pub consumed: AtomicU64,
+    /// Input messages processed again to rebuild state: the tail after a snapshot, replayed on
+    /// an assignment or after an aborted transaction, with its outputs suppressed.
+    pub replayed: AtomicU64,
+    pub rejected: AtomicU64,
+    pub produced: AtomicU64,
+    pub suppressed: AtomicU64,
+    /// Job-specific count (trades for the match maker, bars for the SMA calculator, …).
+    pub items: AtomicU64,
+    pub state_updates: AtomicU64,
+    /// State snapshots written, and their total compressed size.
+    pub snapshots: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    /// Transactions committed and aborted.
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+    /// Input partitions currently assigned and recovered.
+    pub assigned: AtomicU64,
+    /// Health and readiness, lag, recovery progress, and the batch latency histogram.
+    pub ops: LoopStatus,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
 
 /// The loop is unhealthy when it has not polled for this long (a wedged loop, not a quiet topic:
 /// an idle loop still polls every 100 ms).
@@ -85,6 +110,8 @@ pub struct LoopStatus {
     last_lag_ms: AtomicU64,
     /// (input topic, partition) → messages behind the high watermark.
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Input partition → input messages still to replay before it is live.
+    recovering: Mutex<BTreeMap<i32, i64>>,
     /// Time to process one batch: handle every message, emit, produce (seconds).
     pub batch_seconds: Histogram,
 }
@@ -121,6 +148,34 @@ impl LoopStatus {
         }
     }
 
+    /// Sets the input messages partition `p` still has to replay (0: live; removed).
+    pub fn set_recovering(&self, p: i32, remaining: i64) {
+        let mut map = self.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        if remaining > 0 {
+            map.insert(p, remaining);
+        } else {
+            map.remove(&p);
+        }
+    }
+
+    /// Partitions still replaying, with what they have left.
+    pub fn recovering(&self) -> BTreeMap<i32, i64> {
+        self.recovering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets revoked partitions' lag and recovery.
+    pub fn forget(&self, partitions: &[i32]) {
+        let mut r = self.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        for p in partitions {
+            r.remove(p);
+            l.retain(|(_, q), _| q != p);
+        }
+    }
+
     /// Replaces the lag of `topic` with `lag` (partition → messages behind).
     pub fn set_lag(&self, topic: &str, lag: Vec<(i32, i64)>) {
         let mut map = self.lag.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,7 +208,7 @@ pub fn render(job: &str, c: &Counters) -> String {
     let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
         write_family(&mut out, name, kind, help, job, &[(String::new(), v)]);
     };
-    let counters: [(&str, &str, &AtomicU64); 7] = [
+    let counters: [(&str, &str, &AtomicU64); 11] = [
         (
             "kappa_messages_consumed_total",
             "Input messages processed (each offset once per process).",
@@ -188,6 +243,26 @@ pub fn render(job: &str, c: &Counters) -> String {
             "kappa_state_updates_total",
             "Conflated state messages (book depth, leaderboards).",
             &c.state_updates,
+        ),
+        (
+            "kappa_snapshots_total",
+            "State snapshots written to the changelog topic.",
+            &c.snapshots,
+        ),
+        (
+            "kappa_snapshot_bytes_total",
+            "Compressed bytes of the snapshots written.",
+            &c.snapshot_bytes,
+        ),
+        (
+            "kappa_transactions_committed_total",
+            "Kafka transactions committed (outputs, snapshots and input offsets together).",
+            &c.commits,
+        ),
+        (
+            "kappa_transactions_aborted_total",
+            "Kafka transactions aborted (the state is rebuilt from the last commit).",
+            &c.aborts,
         ),
     ];
     for (name, help, v) in counters {
@@ -235,6 +310,24 @@ pub fn render(job: &str, c: &Counters) -> String {
         job,
         &samples,
     );
+    let recovering = c.ops.recovering();
+    let samples: Vec<(String, &dyn std::fmt::Display)> = recovering
+        .iter()
+        .map(|(p, left)| {
+            (
+                format!(",partition=\"{p}\""),
+                left as &dyn std::fmt::Display,
+            )
+        })
+        .collect();
+    write_family(
+        &mut out,
+        "kappa_recovery_remaining_messages",
+        "gauge",
+        "Input messages a partition still replays before it is live (absent: live).",
+        job,
+        &samples,
+    );
     let name = "kappa_batch_processing_seconds";
     let _ = writeln!(
         out,
@@ -244,97 +337,6 @@ pub fn render(job: &str, c: &Counters) -> String {
         .batch_seconds
         .render(&mut out, name, &format!("job=\"{job}\""));
     out
-}
-
-/// `--ops-bind`: where a job serves `/metrics`, `/healthz` and `/readyz`.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct OpsArgs {
-    /// Serve /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464); off when unset.
-    #[arg(long, env = "KAPPA_OPS_BIND")]
-    pub ops_bind: Option<SocketAddr>,
-}
-
-/// The router of the operational endpoints.
-pub fn router(job: &'static str, counters: Arc<Counters>) -> Router {
-    type Ops = State<(&'static str, Arc<Counters>)>;
-    Router::new()
-        .route(
-            "/metrics",
-            get(|State((job, c)): Ops| async move { metrics_response(render(job, &c)) }),
-        )
-        .route(
-            "/healthz",
-            get(|State((_, c)): Ops| async move {
-                probe(c.ops.is_healthy(), "ok", "the poll loop is not advancing")
-            }),
-        )
-        .route(
-            "/readyz",
-            get(|State((_, c)): Ops| async move {
-                probe(c.ops.is_ready(), "ready", "not assigned or still replaying")
-            }),
-        )
-        .with_state((job, counters))
-}
-
-/// A Prometheus text-format response.
-pub fn metrics_response(text: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-fn probe(ok: bool, yes: &'static str, no: &'static str) -> Response {
-    if ok {
-        (StatusCode::OK, yes).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, no).into_response()
-    }
-}
-
-impl OpsArgs {
-    /// Starts the endpoint server for `job` when `--ops-bind` is set; it stops with `shutdown`.
-    pub fn spawn(
-        &self,
-        job: &'static str,
-        counters: Arc<Counters>,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<()> {
-        let Some(addr) = self.ops_bind else {
-            return Ok(());
-        };
-        serve(addr, router(job, counters), shutdown)?;
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        Ok(())
-    }
-}
-
-/// Serves `router` on `addr` on its own thread until `shutdown`. Binds before returning, so a
-/// taken port is an error at start-up.
-pub fn serve(addr: SocketAddr, router: Router, shutdown: &Shutdown) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    listener.set_nonblocking(true)?;
-    let bound = listener.local_addr()?;
-    let shutdown = shutdown.clone();
-    std::thread::Builder::new()
-        .name("ops-http".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!(error = %e, "ops server runtime"),
-            };
-            let served = rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { shutdown.triggered().await })
-                    .await
-            });
-            if let Err(e) = served {
-                tracing::error!(error = %e, "ops server failed");
-            }
-        })?;
-    Ok(bound)
 }
 
 #[cfg(test)]

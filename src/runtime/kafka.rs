@@ -84,6 +84,14 @@ impl KafkaArgs {
         c
     }
 
+    /// The changelog topic (snapshots) of `job`, beside its outputs (`--output-prefix`).
+    pub fn changelog_topic(&self, output_prefix: Option<&str>, job: &str) -> String {
+        super::snapshot::changelog_topic(
+            &format!("{}{}", self.topic_prefix, output_prefix.unwrap_or("")),
+            job,
+        )
+    }
+
     /// The consumer group id of `group` in this namespace (`--topic-prefix`).
     pub fn group_id(&self, group: &str) -> String {
         format!("{}{group}", self.topic_prefix)
@@ -150,30 +158,33 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// The headers carrying this provenance, for an output of `job`.
-    pub fn headers(&self, job: &str) -> OwnedHeaders {
+    /// The headers of an output with `origin`, written by `job`: input partition and offset,
+    /// sequence number (deterministic outputs only), job.
+    pub fn headers(origin: &super::job::Origin, job: &str) -> OwnedHeaders {
         let (mut p, mut o, mut s) = (
             itoa::Buffer::new(),
             itoa::Buffer::new(),
             itoa::Buffer::new(),
         );
-        OwnedHeaders::new_with_capacity(4)
+        let mut h = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: HDR_SRC_PARTITION,
-                value: Some(p.format(self.partition)),
+                value: Some(p.format(origin.partition)),
             })
             .insert(Header {
                 key: HDR_SRC_OFFSET,
-                value: Some(o.format(self.offset)),
-            })
-            .insert(Header {
+                value: Some(o.format(origin.offset)),
+            });
+        if let Some(seq) = origin.seq {
+            h = h.insert(Header {
                 key: HDR_SEQ,
-                value: Some(s.format(self.seq)),
-            })
-            .insert(Header {
-                key: HDR_JOB,
-                value: Some(job),
-            })
+                value: Some(s.format(seq)),
+            });
+        }
+        h.insert(Header {
+            key: HDR_JOB,
+            value: Some(job),
+        })
     }
 
     /// The job named in a message's `kx-job` header.
@@ -306,21 +317,23 @@ pub fn read_range(
 }
 
 /// Reads `topic`/`partition` backwards from its end in growing windows (each window in offset
-/// order, starting with `first_window` messages and growing ×4), calling `visit` for every message,
-/// until `enough(state)` holds after a window or the start of the retained log is reached. The
-/// cost is proportional to how far back the wanted messages are, not to the log's size.
+/// order, starting with 1024 messages and growing ×4), calling `visit` for every message,
+/// until `enough(state)` holds after a window, or the start of the retained log or `floor` is
+/// reached. The cost is proportional to how far back the wanted messages are, not to the log's
+/// size.
 pub fn scan_backwards<S>(
     reader: &BaseConsumer,
     topic: &str,
     partition: i32,
-    first_window: i64,
+    floor: i64,
     state: &mut S,
     mut visit: impl FnMut(&mut S, &rdkafka::message::BorrowedMessage<'_>),
     enough: impl Fn(&S) -> bool,
 ) -> anyhow::Result<()> {
     let (low, high) = watermarks(reader, topic, partition)?;
+    let low = low.max(floor);
     let mut end = high;
-    let mut window = first_window.max(1);
+    let mut window = 1024;
     while end > low && !enough(state) {
         let start = (end - window).max(low);
         read_range(reader, topic, partition, start, end, |m| visit(state, m))?;
@@ -331,13 +344,15 @@ pub fn scan_backwards<S>(
 }
 
 /// For every partition `q` of `topic`, the provenance of the last output `job` already published
-/// there for each source partition in `sources` (the one with the highest sequence number): key
-/// `(source, q)`. Outputs of other jobs sharing the topic are ignored.
+/// there for each source partition in `sources` (the one with the highest sequence number), looking
+/// no further back than `floors[q]` (where the last snapshots say later outputs start; -1: the
+/// start of the log): key `(source, q)`. Outputs of other jobs sharing the topic are ignored.
 pub fn last_published(
     reader: &BaseConsumer,
     topic: &str,
     job: &str,
     sources: &[i32],
+    floors: &[i64],
 ) -> anyhow::Result<HashMap<(i32, i32), Provenance>> {
     let mut out = HashMap::new();
     for q in 0..partition_count(reader, topic)? {
@@ -346,7 +361,7 @@ pub fn last_published(
             reader,
             topic,
             q,
-            4096,
+            floors.get(q as usize).copied().unwrap_or(-1),
             &mut found,
             |found, m| {
                 if let Some(p) = Provenance::of(m) {
