@@ -89,6 +89,26 @@ enum Command {
         /// Publish all orders first, then time the match maker alone on the backlog.
         #[arg(long)]
         preload: bool,
+        /// Run the match maker without Kafka transactions (idempotent producer only).
+        #[arg(long)]
+        no_transactions: bool,
+    },
+    /// Benchmark the match maker's restart after kill -9 for several lengths of history (real
+    /// cluster only): restart-to-ready, snapshot size and time per partition.
+    BenchRecovery {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Orders of history before the restart, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        history: Vec<usize>,
+        /// Partitions of the orders topic (and the others).
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The match maker's --snapshot-every.
+        #[arg(long, default_value_t = 200_000)]
+        snapshot_every: u64,
     },
     /// Benchmark the analytics: Polars computation alone (batch mode) and each job live through
     /// Kafka on the embedded broker or a real cluster (--brokers), with the pass-through ceiling.
@@ -177,7 +197,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Demo { .. } | Command::BenchPipeline { .. } | Command::BenchAnalytics { .. }
+        Command::Demo { .. }
+            | Command::BenchPipeline { .. }
+            | Command::BenchAnalytics { .. }
+            | Command::BenchRecovery { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
         // The demo prints its own live summary; keep the jobs' logs to warnings.
@@ -265,6 +288,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             batch_size,
             preload,
+            no_transactions,
         } => {
             let cfg = kappa_exchange::bench::BenchConfig {
                 count,
@@ -273,9 +297,26 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 batch_size,
                 preload,
+                no_transactions,
                 broker,
             };
             kappa_exchange::bench::run(&cfg, &instruments)?;
+        }
+        Command::BenchRecovery {
+            broker,
+            history,
+            partitions,
+            seed,
+            snapshot_every,
+        } => {
+            let cfg = kappa_exchange::bench::RecoveryBenchConfig {
+                broker,
+                histories: history,
+                partitions,
+                seed,
+                snapshot_every,
+            };
+            kappa_exchange::bench::run_recovery(&cfg, &instruments)?;
         }
         Command::BenchAnalytics {
             broker,

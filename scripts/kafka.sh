@@ -2,8 +2,8 @@
 # A local Apache Kafka (KRaft) for development, tests and benchmarks — one command.
 #
 #   scripts/kafka.sh start [--port 9092] [--nodes 1|3] [--dir DIR] [--heap 1g] [--watch-pid PID]
-#                          [--ephemeral]
-#   scripts/kafka.sh stop|status|logs [--dir DIR] [-n LINES]
+#                          [--ephemeral] [--keep-data]
+#   scripts/kafka.sh stop|kill|status|logs [--dir DIR] [-n LINES]
 #   scripts/kafka.sh fetch                 # only download the broker (Maven Central) into the cache
 #
 # The broker is the Apache Kafka release named in tools/kafka/pom.xml (the version of
@@ -12,6 +12,8 @@
 # controller), starts the node(s) on 127.0.0.1, waits until each answers a metadata request, and
 # prints the bootstrap address on stdout (everything else goes to stderr). `--watch-pid PID`
 # stops the broker once that process is gone; `--ephemeral` deletes DIR when it stops (tests).
+# `kill` is `kill -9` of every node (fault tests); `start --keep-data` restarts the nodes of DIR
+# on their data instead of formatting afresh.
 #
 # One node: offsets/transaction-state replication 1, min ISR 1. Three nodes (`--nodes 3`, ports
 # PORT..PORT+2): replication factor 3 and min ISR 2, as in k8s/kafka.yaml. Controllers listen on
@@ -40,6 +42,7 @@ dir=${KAFKA_LOCAL_DIR:-$tool/run}
 heap=${KAFKA_HEAP:-1g}
 watch_pid=""
 ephemeral=0
+keep=0
 lines=60
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --heap) heap=${2:?--heap needs a value}; shift 2 ;;
     --watch-pid) watch_pid=${2:?--watch-pid needs a value}; shift 2 ;;
     --ephemeral) ephemeral=1; shift ;;
+    --keep-data) keep=1; shift ;;
     -n) lines=${2:?-n needs a value}; shift 2 ;;
     *) die "unknown argument $1 (see the top of scripts/kafka.sh)" ;;
   esac
@@ -57,8 +61,8 @@ case "$nodes" in 1|3) ;; *) die "--nodes must be 1 or 3, not $nodes" ;; esac
 case "$port" in ''|*[!0-9]*) die "--port must be a number, not $port" ;; esac
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-# stop/status/logs act on what `start` recorded there.
-if [ "$cmd" != start ] && [ -f "$dir/cluster.env" ]; then
+# stop/kill/status/logs (and start --keep-data) act on what `start` recorded there.
+if { [ "$cmd" != start ] || [ "${keep:-0}" = 1 ]; } && [ -f "$dir/cluster.env" ]; then
   # shellcheck disable=SC1091
   . "$dir/cluster.env"
 fi
@@ -121,6 +125,8 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$isr
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
+# Retention is enforced within seconds, not Kafka's default 5 minutes (tests shorten it).
+log.retention.check.interval.ms=1000
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
@@ -188,6 +194,16 @@ start() {
       port_in_use "$p" && die "port $p on 127.0.0.1 is taken (choose another with --port)"
     done
   done
+  if [ "$keep" = 1 ] && [ -f "$dir/node1/server.properties" ]; then
+    say "restarting on the data in $dir"
+  else
+    format_nodes "$java"
+  fi
+  launch "$java"
+}
+
+format_nodes() {
+  local java=$1 i
   rm -rf "$dir"/node*
   local cluster; cluster=$("$java" -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
   [ -n "$cluster" ] || die "could not run Kafka's storage tool with $java"
@@ -204,6 +220,10 @@ start() {
       die "formatting KRaft storage of node $i failed"
     fi
   done
+}
+
+launch() {
+  local java=$1 i p
   for i in $(seq 1 "$nodes"); do
     local ndir="$dir/node$i"
     # setsid: the broker outlives this shell and is not killed with the caller's process group.
@@ -246,11 +266,21 @@ status() {
   echo "not running"; return 3
 }
 
+crash() {
+  local p
+  for p in $(pids); do kill -9 "$p" 2>/dev/null || true; done
+  local deadline=$((SECONDS + 10))
+  while alive && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  rm -f "$dir"/node*/pid
+  say "killed (kill -9)"
+}
+
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  kill) crash ;;
   status) status ;;
   logs) show_logs ;;
   fetch) fetch; say "broker jars in $lib" ;;
-  *) die "usage: scripts/kafka.sh start|stop|status|logs|fetch [--port N] [--nodes 1|3] [--dir DIR] [--heap SIZE] [--watch-pid PID] [-n LINES]" ;;
+  *) die "usage: scripts/kafka.sh start|stop|kill|status|logs|fetch [--port N] [--nodes 1|3] [--dir DIR] [--heap SIZE] [--watch-pid PID] [--ephemeral] [--keep-data] [-n LINES]" ;;
 esac

@@ -12,7 +12,7 @@ use crate::demo::summarize_topics;
 use crate::generator::{self, FlowConfig};
 use crate::matchmaker;
 use crate::runtime::broker::{Broker, BrokerArgs};
-use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::metrics::Counters;
 use crate::runtime::shutdown::Shutdown;
 use crate::topics::{PlannedTopic, Topic, TopicLayout};
@@ -140,6 +140,8 @@ pub struct BenchConfig {
     pub batch_size: usize,
     /// Publish everything first, then time the match maker alone catching up on the backlog.
     pub preload: bool,
+    /// The match maker without Kafka transactions.
+    pub no_transactions: bool,
     /// Embedded broker, or a real cluster.
     pub broker: BrokerArgs,
 }
@@ -196,10 +198,19 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         .published;
         publish_secs = t.elapsed().as_secs_f64();
     }
-    let opts = matchmaker::Options {
+    let mut opts = matchmaker::Options {
         batch_size: cfg.batch_size,
         ..Default::default()
     };
+    opts.runtime.no_transactions = cfg.no_transactions;
+    println!(
+        "match maker with {}",
+        if cfg.no_transactions {
+            "an idempotent producer, no transactions (--no-transactions)"
+        } else {
+            "Kafka transactions (the default)"
+        }
+    );
     let mm = matchmaker::spawn(kafka, instruments, opts)?;
     let counters = mm.counters.clone();
     let assigned = |c: &Counters| Counters::get(&c.assigned) >= p as u64;
@@ -422,7 +433,7 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     .published;
     // The embedded broker keeps at most 5 MiB per partition: count what it actually retains.
     let published = {
-        let reader: BaseConsumer = kafka.reader().create()?;
+        let reader = create_reader(&kafka.reader())?;
         let mut n = 0;
         for q in 0..p {
             let (low, high) =
@@ -474,5 +485,179 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
             return Err(anyhow!("{name} consumed {consumed} of {published}"));
         }
     }
+    Ok(())
+}
+
+/// Recovery benchmark settings (real cluster only: the mock keeps 5 MiB per partition).
+#[derive(Clone, Debug)]
+pub struct RecoveryBenchConfig {
+    pub broker: BrokerArgs,
+    /// Orders of history before each restart, one run per entry.
+    pub histories: Vec<usize>,
+    pub partitions: i32,
+    pub seed: u64,
+    /// The match maker's `--snapshot-every`.
+    pub snapshot_every: u64,
+}
+
+/// One `/metrics` sample of a job process: the named counters' values.
+fn scrape(ops: &str) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(ops)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {ops}\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let name = name.split('{').next()?;
+            Some((name.to_string(), value.parse::<f64>().ok()?))
+        })
+        .fold(std::collections::HashMap::new(), |mut m, (k, v)| {
+            *m.entry(k).or_insert(0.0) += v;
+            m
+        }))
+}
+
+/// A match-maker process (the binary beside this one) on the benchmark's topics.
+fn match_maker_process(
+    bench: &BenchTopics,
+    ops: &str,
+    snapshot_every: u64,
+) -> anyhow::Result<std::process::Child> {
+    let exe = std::env::current_exe()?.with_file_name("match-maker");
+    std::process::Command::new(&exe)
+        .args(["--brokers", &bench.kafka.brokers])
+        .args(["--topic-prefix", &bench.kafka.topic_prefix])
+        .args(["--ops-bind", ops])
+        .args(["--transactional-id", "bench-recovery"])
+        .args(["--snapshot-every", &snapshot_every.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build every binary: cargo build --release)",
+                exe.display()
+            )
+        })
+}
+
+/// Polls `ops` until `done(metrics)` or `limit` passes.
+fn poll_metrics(
+    ops: &str,
+    limit: Duration,
+    done: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(m) = scrape(ops) {
+            if done(&m) {
+                return Ok(m);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "the match maker did not get there within {limit:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Match-maker restart-to-ready after `kill -9`, for each history length: publishes the history,
+/// lets a match-maker process consume it (snapshotting as configured), kills it with SIGKILL,
+/// starts it again and times from the new process's start until `/readyz` reports every partition
+/// recovered — process start, group join, snapshot load, replay of the tail after the snapshot.
+/// Also prints the snapshots' size and time per partition, and the cost of a replay from the
+/// start (the first run), which is what a restart cost before snapshots.
+pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> anyhow::Result<()> {
+    if cfg.broker.brokers.is_none() {
+        return Err(anyhow!(
+            "bench-recovery needs a real cluster (--brokers): the embedded broker keeps only \
+             5 MiB per partition and runs in this process"
+        ));
+    }
+    println!(
+        "{:>11} {:>11} {:>10} {:>12} {:>13} {:>8} {:>10} {:>10}",
+        "history",
+        "first run s",
+        "snapshots",
+        "state B/snap",
+        "stored B/snap",
+        "ms/snap",
+        "restart s",
+        "replayed"
+    );
+    for &history in &cfg.histories {
+        let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(cfg.partitions))?;
+        let flow = FlowConfig {
+            count: history,
+            instruments: instruments.len(),
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
+        let published = generator::publish(
+            &bench.kafka,
+            items,
+            history as u64,
+            0.0,
+            false,
+            &Shutdown::new(),
+        )?
+        .published;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let ops = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        let mut first = match_maker_process(&bench, &ops, cfg.snapshot_every)?;
+        let caught_up = poll_metrics(&ops, Duration::from_secs(3600), |m| {
+            m.get("kappa_messages_consumed_total")
+                .copied()
+                .unwrap_or(0.0)
+                >= published as f64
+        });
+        let first_secs = started.elapsed().as_secs_f64();
+        let _ = first.kill();
+        let _ = first.wait();
+        let m = caught_up?;
+        let snaps = m.get("kappa_snapshots_total").copied().unwrap_or(0.0);
+        let per = |name: &str| m.get(name).copied().unwrap_or(0.0) / snaps.max(1.0);
+
+        let restarted = Instant::now();
+        let mut second = match_maker_process(&bench, &ops, cfg.snapshot_every)?;
+        let ready = poll_metrics(&ops, Duration::from_secs(3600), |m| {
+            m.get("kappa_ready").copied() == Some(1.0)
+        });
+        let restart_secs = restarted.elapsed().as_secs_f64();
+        let _ = second.kill();
+        let _ = second.wait();
+        let r = ready?;
+        println!(
+            "{:>11} {:>11.2} {:>10} {:>12.0} {:>13.0} {:>8.1} {:>10.2} {:>10}",
+            history,
+            first_secs,
+            snaps,
+            per("kappa_snapshot_state_bytes_total"),
+            per("kappa_snapshot_bytes_total"),
+            per("kappa_snapshot_micros_total") / 1000.0,
+            restart_secs,
+            r.get("kappa_messages_replayed_total")
+                .copied()
+                .unwrap_or(0.0)
+        );
+    }
+    println!(
+        "(restart s: from spawning the killed match maker's successor to /readyz 200, every \
+         partition recovered; replayed: input replayed after the snapshots; {} partitions, \
+         --snapshot-every {})",
+        cfg.partitions, cfg.snapshot_every
+    );
     Ok(())
 }

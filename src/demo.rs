@@ -5,21 +5,21 @@
 //! trades on the topic = trades matched = trades each analytics job consumed), then — when serving
 //! — live flow at a fixed rate with the dashboard up until Ctrl-C.
 
+use crate::analytics::leaderboard::Leaderboard;
 use crate::analytics::{self, AnalyticsArgs};
 use crate::generator::{self, FlowConfig};
 use crate::matchmaker;
 use crate::runtime::broker::BrokerArgs;
-use crate::runtime::kafka::{read_topic, KafkaArgs};
+use crate::runtime::kafka::{create_reader, read_topic, KafkaArgs};
 use crate::runtime::metrics::Counters;
 use crate::runtime::shutdown::Shutdown;
-use crate::schema::{AnalyticsKind, BarMessage, LeaderboardMessage, SmaMessage};
+use crate::schema::{AnalyticsKind, BarMessage, SmaMessage, TotalsMessage};
 use crate::schema::{BookMessage, TradeMessage};
 use crate::serving::{self, ServeArgs};
 use crate::simulate::{render, InstrumentSummary, Summary};
 use crate::topics::TopicLayout;
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +59,7 @@ pub fn summarize_topics(
     instruments: &Instruments,
 ) -> anyhow::Result<(Summary, u64)> {
     let topics = kafka.topics();
-    let reader: BaseConsumer = kafka.reader().create()?;
+    let reader = create_reader(&kafka.reader())?;
     let mut by_symbol: HashMap<String, InstrumentSummary> = HashMap::new();
     let mut trades = 0u64;
     read_topic(&reader, &topics.trades, |m| {
@@ -106,10 +106,10 @@ pub fn summarize_topics(
 /// The latest bar and SMAs per instrument and the latest leaderboard, from `analytics`.
 pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
     use std::fmt::Write as _;
-    let reader: BaseConsumer = kafka.reader().create()?;
+    let reader = create_reader(&kafka.reader())?;
     let mut bars: BTreeMap<String, BarMessage> = BTreeMap::new();
     let mut smas: BTreeMap<String, SmaMessage> = BTreeMap::new();
-    let mut board: Option<LeaderboardMessage> = None;
+    let mut totals = Leaderboard::default();
     read_topic(&reader, &kafka.topics().analytics, |m| {
         let Some(p) = m.payload() else { return };
         match serde_json::from_slice::<AnalyticsKind>(p)
@@ -130,11 +130,9 @@ pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
                     }
                 }
             }
-            Ok("leaderboard") => {
-                if let Ok(l) = serde_json::from_slice::<LeaderboardMessage>(p) {
-                    if board.as_ref().is_none_or(|o| o.end_ms <= l.end_ms) {
-                        board = Some(l);
-                    }
+            Ok("totals") => {
+                if let Ok(t) = serde_json::from_slice::<TotalsMessage>(p) {
+                    totals.apply(t);
                 }
             }
             _ => {}
@@ -177,7 +175,7 @@ pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
             sma(20)
         );
     }
-    if let Some(l) = board {
+    if let Some(l) = totals.board(5) {
         let _ = writeln!(
             out,
             "top traders by P&L at {} (realized + unrealized at last price):",

@@ -8,7 +8,7 @@
 //! whatever the wall clock. `--rate` throttles publishing in wall-clock time (0 = as fast as
 //! possible). `--from-file` publishes a CSV or JSON-lines file instead.
 
-use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::schema::{parse_order, OrderMessage};
 use crate::topics::partition_for;
@@ -17,7 +17,6 @@ use kappa_engine::workload::{Generator, Profile, WorkloadConfig};
 use kappa_engine::{AmendOrder, CancelOrder, Command, Instruments, NewOrder, Request};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::path::Path;
@@ -262,10 +261,7 @@ fn publish_inner(
     shutdown: &Shutdown,
 ) -> anyhow::Result<PublishStats> {
     let producer: BaseProducer = kafka.producer().create().context("creating producer")?;
-    let reader: BaseConsumer = kafka
-        .reader()
-        .create()
-        .context("creating metadata client")?;
+    let reader = create_reader(&kafka.reader()).context("creating metadata client")?;
     let partitions = crate::runtime::kafka::partition_count(&reader, topic)?;
     let bar = if progress {
         indicatif::ProgressBar::new(total)

@@ -10,7 +10,7 @@
 
 use crate::runtime::harness::{self, InProcess};
 use crate::runtime::job::{Emitter, Job, Record};
-use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::kafka::{create_reader, partition_count, KafkaArgs};
 use crate::runtime::metrics::Counters;
 use crate::runtime::processor::{self, LoopArgs};
 use crate::runtime::shutdown::Shutdown;
@@ -19,7 +19,6 @@ use crate::schema::{self, BookMessage, OrderEventMessage, TradeMessage};
 use crate::topics::{partition_for, Topics};
 use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
-use rdkafka::consumer::BaseConsumer;
 use std::time::Duration;
 
 /// Settings of the match maker.
@@ -284,10 +283,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let topics = kafka.topics();
     let outputs = kafka.output_topics(opts.output_prefix.as_deref());
-    let reader: BaseConsumer = kafka
-        .reader()
-        .create()
-        .context("creating metadata client")?;
+    let reader = create_reader(&kafka.reader()).context("creating metadata client")?;
     let mut job = MatchMaker::new(
         instruments,
         topics.orders.clone(),

@@ -828,12 +828,36 @@ pub struct LeaderEntry {
     pub total: Decimal,
 }
 
-/// `kind: "leaderboard"` — traders ranked by total P&L (all instruments) at a window close.
+/// The leaderboard (`GET /leaderboard`, the demo's summary): traders ranked by total P&L over all
+/// instruments, combined from every partition's latest [`TotalsMessage`]
+/// ([`crate::analytics::leaderboard`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaderboardMessage {
     pub kind: String,
+    /// The newest window end among the totals it combines.
     pub end_ms: i64,
     pub top: Vec<LeaderEntry>,
+}
+
+/// One trader's total P&L in one partition's instruments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraderTotal {
+    pub trader: String,
+    #[serde(with = "json_decimal")]
+    pub total: Decimal,
+}
+
+/// `kind: "totals"` (key `totals`) — at a window close of a `trades` partition, the total P&L
+/// (realized + unrealized, all the partition's instruments) of every trader that has traded
+/// there, by trader name. A deterministic output of that partition alone; the leaderboard is their
+/// combination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotalsMessage {
+    pub kind: String,
+    pub end_ms: i64,
+    /// The `trades` partition.
+    pub partition: i32,
+    pub traders: Vec<TraderTotal>,
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ use kappa_analytics::{BarEngine, Position, WindowSpec};
 use kappa_exchange::analytics::TradeDecoder;
 use kappa_exchange::config;
 use kappa_exchange::runtime::kafka::{read_range, read_topic, Provenance};
-use kappa_exchange::schema::{
-    AnalyticsKind, BarMessage, LeaderboardMessage, PnlMessage, SmaMessage,
-};
+use kappa_exchange::schema::{AnalyticsKind, BarMessage, PnlMessage, SmaMessage, TotalsMessage};
 use kappa_exchange::topics::TopicLayout;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -81,7 +79,7 @@ fn analytics_jobs_end_to_end(on: On) {
         of_kind("bar"),
         of_kind("sma")
     );
-    assert!(of_kind("pnl") > 100 && of_kind("leaderboard") > 2);
+    assert!(of_kind("pnl") > 100 && of_kind("totals") > 2);
 
     // Bars: equal to the Polars engine run directly over each trades partition.
     let instruments = config::load_instruments(None).unwrap();
@@ -242,20 +240,68 @@ fn analytics_jobs_end_to_end(on: On) {
         "positions net to zero per instrument: {net:?}"
     );
 
-    // Leaderboards: in window order, ranked by total.
-    let boards: Vec<LeaderboardMessage> = out
+    // Totals: per partition in window order, traders by name; the last ones equal every trader's
+    // realized + unrealized P&L at the last price, computed here from the trades.
+    let totals: Vec<TotalsMessage> = out
         .iter()
-        .filter(|(_, v, _)| kind(v) == "leaderboard")
+        .filter(|(_, v, _)| kind(v) == "totals")
         .map(|(_, v, _)| serde_json::from_slice(v).unwrap())
         .collect();
-    assert!(boards.windows(2).all(|w| w[0].end_ms < w[1].end_ms));
-    for b in &boards {
-        assert!(!b.top.is_empty() && b.top.len() <= 10);
-        assert!(b
-            .top
-            .windows(2)
-            .all(|w| w[0].total >= w[1].total && w[0].rank + 1 == w[1].rank));
+    let mut last: BTreeMap<i32, &TotalsMessage> = BTreeMap::new();
+    for t in &totals {
+        assert!(t.traders.windows(2).all(|w| w[0].trader < w[1].trader));
+        if let Some(prev) = last.insert(t.partition, t) {
+            assert!(
+                prev.end_ms < t.end_ms,
+                "window order in partition {}",
+                t.partition
+            );
+        }
     }
+    for (q, rows) in trades_by_partition.iter().enumerate() {
+        let Some(t) = last.get(&(q as i32)) else {
+            assert!(
+                rows.is_empty(),
+                "partition {q} traded and published no totals"
+            );
+            continue;
+        };
+        let mut want: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut last_price: BTreeMap<u32, i64> = BTreeMap::new();
+        for r in rows {
+            last_price.insert(r.instrument, r.price);
+        }
+        for (&i, &price) in &last_price {
+            let sym = decoder.symbol(i);
+            let id = instruments.id(&sym).unwrap();
+            let unit = instruments.spec(id).tick_size * instruments.spec(id).lot_size;
+            for ((trader, s), pos) in &positions {
+                if *s == sym {
+                    *want.entry(trader.clone()).or_default() +=
+                        (pos.realized + pos.unrealized(Decimal::from(price))) * unit;
+                }
+            }
+        }
+        let got: BTreeMap<String, Decimal> = t
+            .traders
+            .iter()
+            .map(|x| (x.trader.clone(), x.total))
+            .collect();
+        let want: BTreeMap<String, Decimal> =
+            want.into_iter().map(|(k, v)| (k, v.round_dp(6))).collect();
+        assert_eq!(got, want, "final totals of partition {q}");
+    }
+    // The leaderboard they make: ranked by total.
+    let mut view = kappa_exchange::analytics::leaderboard::Leaderboard::default();
+    for t in &totals {
+        view.apply(t.clone());
+    }
+    let board = view.board(10).expect("a leaderboard");
+    assert_eq!(board.top.len(), 10);
+    assert!(board
+        .top
+        .windows(2)
+        .all(|w| w[0].total >= w[1].total && w[0].rank + 1 == w[1].rank));
 
     // Parquet: one file per closed window and partition, with the same bars.
     let mut files = 0;
@@ -277,7 +323,7 @@ fn analytics_jobs_end_to_end(on: On) {
     for (_, v, prov) in &out {
         match prov {
             Some(prov) => seqs
-                .entry((prov.partition, kind(v) == "pnl"))
+                .entry((prov.partition, matches!(kind(v).as_str(), "pnl" | "totals")))
                 .or_default()
                 .push(prov.seq),
             None => unsequenced += 1,
@@ -291,11 +337,7 @@ fn analytics_jobs_end_to_end(on: On) {
             "partition {source} (pnl: {pnl})"
         );
     }
-    assert_eq!(
-        unsequenced,
-        of_kind("leaderboard"),
-        "only leaderboards are outside the sequences"
-    );
+    assert_eq!(unsequenced, 0, "every analytics output is in a sequence");
 
     // A restart (same groups, batch mode again) publishes nothing twice and leaves the files as
     // they were (its snapshots cover the whole input: nothing to replay).

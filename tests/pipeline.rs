@@ -4,7 +4,7 @@
 
 mod support;
 
-use kappa_exchange::runtime::kafka::{read_topic, Provenance};
+use kappa_exchange::runtime::kafka::{create_reader, read_topic, Provenance, Reader};
 use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage};
 use kappa_exchange::topics::TopicLayout;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
@@ -392,7 +392,7 @@ fn client_timestamps_never_stamp_outputs(on: On) {
 
 /// The end offset of each `trades` partition as `r` sees it: the high watermark for a
 /// read_uncommitted reader, the last stable offset for a read_committed one.
-fn trades_end_offsets(p: &Pipeline, r: &rdkafka::consumer::BaseConsumer) -> Vec<i64> {
+fn trades_end_offsets(p: &Pipeline, r: &Reader) -> Vec<i64> {
     (0..TopicLayout::default().trades)
         .map(|q| {
             r.fetch_watermarks(&p.topic("trades"), q, Duration::from_secs(5))
@@ -472,7 +472,7 @@ fn kafka_kill_9_mid_transaction_leaves_nothing_visible_to_read_committed() {
     let committed_reader = reader(&p);
     let mut uncommitted = p.kafka.reader();
     uncommitted.set("isolation.level", "read_uncommitted");
-    let uncommitted: rdkafka::consumer::BaseConsumer = uncommitted.create().unwrap();
+    let uncommitted = create_reader(&uncommitted).unwrap();
     let mut kills_mid_transaction = 0;
     for round in 0..6 {
         let mut mm = Killed(vec![match_maker(&p, &args)]);

@@ -6,12 +6,12 @@
 
 mod support;
 
-use kappa_exchange::runtime::kafka::{partition_count, read_topic};
+use kappa_exchange::runtime::kafka::{partition_count, read_topic, Reader};
 use kappa_exchange::schema::{
-    AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, OrderMessage,
-    PnlMessage, TradeMessage,
+    AnalyticsKind, BarMessage, BookMessage, OrderEventMessage, OrderMessage, PnlMessage,
+    TotalsMessage, TradeMessage,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -74,7 +74,7 @@ impl Api {
     }
 }
 
-fn high_watermark(reader: &BaseConsumer, topic: &str) -> i64 {
+fn high_watermark(reader: &Reader, topic: &str) -> i64 {
     (0..partition_count(reader, topic).unwrap())
         .map(|q| {
             reader
@@ -167,7 +167,8 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         events.insert(e.order_id, e);
     })
     .unwrap();
-    let (mut bars, mut pnl, mut board) = (Vec::new(), HashMap::new(), None::<LeaderboardMessage>);
+    let (mut bars, mut pnl) = (Vec::new(), HashMap::new());
+    let mut totals = kappa_exchange::analytics::leaderboard::Leaderboard::default();
     read_topic(&reader, &p.topic("analytics"), |m| {
         let payload = m.payload().unwrap();
         match serde_json::from_slice::<AnalyticsKind>(payload)
@@ -180,16 +181,14 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
                 let r: PnlMessage = serde_json::from_slice(payload).unwrap();
                 pnl.insert((r.trader.clone(), r.instrument.clone()), r);
             }
-            "leaderboard" => {
-                let b: LeaderboardMessage = serde_json::from_slice(payload).unwrap();
-                if board.as_ref().is_none_or(|x| b.end_ms >= x.end_ms) {
-                    board = Some(b);
-                }
+            "totals" => {
+                totals.apply(serde_json::from_slice::<TotalsMessage>(payload).unwrap());
             }
             _ => {}
         }
     })
     .unwrap();
+    let board = totals.board(10);
     assert!(!trades.is_empty() && !bars.is_empty() && !pnl.is_empty() && board.is_some());
 
     let (s, list) = api.get("/instruments");

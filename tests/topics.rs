@@ -83,7 +83,7 @@ fn kafka_topics_are_created_with_the_layouts_configs_idempotently() {
         Some("1")
     );
     // Partition counts as laid out.
-    let reader: rdkafka::consumer::BaseConsumer = k.reader().create().unwrap();
+    let reader = kappa_exchange::runtime::kafka::create_reader(&k.reader()).unwrap();
     for (name, n) in layout.topics(&k.topic_prefix) {
         assert_eq!(
             kappa_exchange::runtime::kafka::partition_count(&reader, &name).unwrap(),

@@ -3,6 +3,7 @@
 //! ([`kappa_analytics`]) and publish to `analytics`; this module holds what they share: settings,
 //! decoding trades into exact integer units, and decimal conversions of results.
 
+pub mod leaderboard;
 pub mod profit;
 pub mod sma;
 

@@ -225,16 +225,21 @@ impl<J: Job> Harness<J> {
         self.job.save(partition, state)
     }
 
-    /// Replaces `partition`'s state with one loaded from `bytes` (sequence numbers carry on, as
-    /// the snapshot's manifest carries them).
-    pub fn restore(&mut self, partition: i32, bytes: &[u8]) -> anyhow::Result<()> {
-        self.job.revoked(&[partition]);
+    /// `partition`'s sequence bookkeeping (what a snapshot's manifest carries besides the state).
+    pub fn sequence(&self, partition: i32) -> Option<SeqState> {
+        self.slots.get(&partition).map(|(seq, _)| seq.clone())
+    }
+
+    /// Gives `partition` the state loaded from `bytes`, with the sequence bookkeeping `seq`, as a
+    /// recovery from a snapshot does.
+    pub fn restore_with(
+        &mut self,
+        partition: i32,
+        bytes: &[u8],
+        seq: SeqState,
+    ) -> anyhow::Result<()> {
         let state = self.job.load(partition, bytes)?;
-        let slot = self
-            .slots
-            .get_mut(&partition)
-            .ok_or_else(|| anyhow!("partition {partition} has no state"))?;
-        slot.1 = state;
+        self.slots.insert(partition, (seq, state));
         Ok(())
     }
 }

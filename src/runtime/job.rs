@@ -9,7 +9,7 @@
 //! the job's name (several jobs share `analytics` and `rejects`). A job is deterministic per input
 //! partition, so replaying the input after a snapshot reproduces the same outputs with the same
 //! numbers; the runtime suppresses those already published. *State* outputs (conflated book
-//! depth, leaderboards) are outside the sequence space.
+//! depth) are outside the sequence space, and republished whole after a recovery.
 
 use super::metrics::Counters;
 use crate::schema::{RejectMessage, SourceRef};
@@ -32,7 +32,9 @@ pub struct Record<'a> {
 /// Where an output came from, carried in its headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
-    /// Input partition and offset it was derived from.
+    /// Input partition and offset it was derived from: the record that produced it, or for an
+    /// output computed at the end of a batch, the batch's last record (provenance only; an
+    /// output's identity is its sequence number).
     pub partition: i32,
     pub offset: i64,
     /// Its sequence number (deterministic outputs only).
@@ -310,8 +312,8 @@ impl Emitter<'_> {
         self.emit_once(topic, key, msg)
     }
 
-    /// Publishes an output outside the sequence space unconditionally: the job itself makes sure
-    /// it is published once (e.g. leaderboards, deduplicated by window).
+    /// Publishes an output outside the sequence space unconditionally, replaying or not (e.g. the
+    /// books republished after a recovery, [`Job::recovered`]).
     pub fn emit_once<T: Serialize>(
         &mut self,
         topic: &str,

@@ -8,8 +8,11 @@
 
 use crate::topics::{Topics, HDR_JOB, HDR_SEQ, HDR_SRC_OFFSET, HDR_SRC_PARTITION};
 use anyhow::{anyhow, Context};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -149,6 +152,40 @@ impl KafkaArgs {
     }
 }
 
+/// The client context of readers ([`KafkaArgs::reader`]). With `enable.partition.eof`, librdkafka
+/// also reports reaching a partition's end as an error on the client's main queue, which the
+/// default context logs at ERROR ("Global error: PartitionEOF"): an expected event for a reader,
+/// logged at debug here. Every other error is logged as the default context does.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason)
+    }
+}
+
+/// Logs a client-level error as rdkafka's default context does, except a partition's end
+/// (`enable.partition.eof`), which is expected and logged at debug.
+pub fn log_client_error(error: KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+    } else {
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// A consumer reading partitions by explicit assignment.
+pub type Reader = BaseConsumer<ReaderContext>;
+
+/// Creates a reader from `config` (made by [`KafkaArgs::reader`], possibly adjusted).
+pub fn create_reader(config: &ClientConfig) -> anyhow::Result<Reader> {
+    config
+        .create_with_context(ReaderContext)
+        .context("creating a Kafka reader")
+}
+
 /// Where an output came from: input partition and offset, and its output sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Provenance {
@@ -237,32 +274,21 @@ pub fn partition_count<C: rdkafka::consumer::ConsumerContext>(
 }
 
 /// The (low, high) watermarks of `topic`/`partition` — for a read_committed client, high is the
-/// last stable offset. Retries for up to 15 s while the answer is a transient broker state (a
-/// leader moving or just elected, a request timing out): a real cluster gives those right after a
-/// topic is created or a broker restarts.
+/// last stable offset. Retries for up to 30 s while the answer is a transient broker state (a
+/// leader moving or just elected, a request timing out, a broker restarting): a real cluster
+/// gives those right after a topic is created or a broker restarts.
 pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<(i64, i64)> {
-    use rdkafka::error::KafkaError::MetadataFetch;
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
             Ok(w) => return Ok(w),
-            Err(MetadataFetch(
-                Code::NotLeaderForPartition
-                | Code::LeaderNotAvailable
-                | Code::UnknownTopicOrPartition
-                | Code::OperationTimedOut
-                | Code::RequestTimedOut
-                | Code::NotCoordinator
-                | Code::BrokerNotAvailable
-                | Code::AllBrokersDown
-                | Code::BrokerTransportFailure
-                | Code::OffsetNotAvailable,
-            )) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("watermarks of {topic}/{partition}"));
             }
@@ -273,7 +299,7 @@ pub fn watermarks<C: rdkafka::consumer::ConsumerContext>(
 /// Reads `topic`/`partition` from offset `from` up to (not including) `to`, calling `f` for each
 /// message. Returns the number of messages read.
 pub fn read_range(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     partition: i32,
     from: i64,
@@ -309,11 +335,42 @@ pub fn read_range(
             // the last stable offset. Offsets below `to` may be transaction markers (never
             // delivered), aborted records, or dropped by retention: nothing more to read.
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            // The client reconnects and fetches again by itself (a broker restarting).
+            Some(Err(e)) if is_transient(&e) => {
+                tracing::debug!("reading {topic}/{partition}: {e}; retrying");
+            }
             Some(Err(e)) => return Err(e).with_context(|| format!("reading {topic}/{partition}")),
         }
     }
     reader.unassign()?;
     Ok(n)
+}
+
+/// Whether a client error is a passing state of the cluster (a broker down or restarting, a
+/// leader moving) that librdkafka recovers from by itself.
+pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::KafkaError as E;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let code = match e {
+        E::MessageConsumption(c) | E::MetadataFetch(c) | E::Global(c) => *c,
+        _ => return false,
+    };
+    matches!(
+        code,
+        Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::NotLeaderForPartition
+            | Code::LeaderNotAvailable
+            | Code::RequestTimedOut
+            | Code::OperationTimedOut
+            | Code::NotCoordinator
+            | Code::CoordinatorNotAvailable
+            | Code::CoordinatorLoadInProgress
+            | Code::BrokerNotAvailable
+            | Code::NetworkException
+            | Code::UnknownTopicOrPartition
+            | Code::OffsetNotAvailable
+    )
 }
 
 /// Reads `topic`/`partition` backwards from its end in growing windows (each window in offset
@@ -322,7 +379,7 @@ pub fn read_range(
 /// reached. The cost is proportional to how far back the wanted messages are, not to the log's
 /// size.
 pub fn scan_backwards<S>(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     partition: i32,
     floor: i64,
@@ -348,7 +405,7 @@ pub fn scan_backwards<S>(
 /// no further back than `floors[q]` (where the last snapshots say later outputs start; -1: the
 /// start of the log): key `(source, q)`. Outputs of other jobs sharing the topic are ignored.
 pub fn last_published(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     job: &str,
     sources: &[i32],
@@ -387,7 +444,7 @@ pub fn last_published(
 /// Reads every retained message of every partition of `topic` (partition by partition, in
 /// offset order).
 pub fn read_topic(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> anyhow::Result<usize> {

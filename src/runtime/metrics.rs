@@ -23,9 +23,12 @@ pub struct Counters {
     /// Job-specific count (trades for the match maker, bars for the SMA calculator, …).
     pub items: AtomicU64,
     pub state_updates: AtomicU64,
-    /// State snapshots written, and their total compressed size.
+    /// State snapshots written, their total size (serialized state, and compressed as written)
+    /// and the time spent taking them (serialize, compress, send).
     pub snapshots: AtomicU64,
     pub snapshot_bytes: AtomicU64,
+    pub snapshot_state_bytes: AtomicU64,
+    pub snapshot_micros: AtomicU64,
     /// Transactions committed and aborted.
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
@@ -208,7 +211,7 @@ pub fn render(job: &str, c: &Counters) -> String {
     let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
         write_family(&mut out, name, kind, help, job, &[(String::new(), v)]);
     };
-    let counters: [(&str, &str, &AtomicU64); 11] = [
+    let counters: [(&str, &str, &AtomicU64); 13] = [
         (
             "kappa_messages_consumed_total",
             "Input messages processed (each offset once per process).",
@@ -241,7 +244,7 @@ pub fn render(job: &str, c: &Counters) -> String {
         ),
         (
             "kappa_state_updates_total",
-            "Conflated state messages (book depth, leaderboards).",
+            "Conflated state messages (book depth).",
             &c.state_updates,
         ),
         (
@@ -253,6 +256,16 @@ pub fn render(job: &str, c: &Counters) -> String {
             "kappa_snapshot_bytes_total",
             "Compressed bytes of the snapshots written.",
             &c.snapshot_bytes,
+        ),
+        (
+            "kappa_snapshot_state_bytes_total",
+            "Serialized state bytes of the snapshots written, before compression.",
+            &c.snapshot_state_bytes,
+        ),
+        (
+            "kappa_snapshot_micros_total",
+            "Time spent taking snapshots (serialize, compress, send), in microseconds.",
+            &c.snapshot_micros,
         ),
         (
             "kappa_transactions_committed_total",

@@ -41,7 +41,9 @@
 //! topics keep their tails.
 
 use super::job::{Emitter, Job, Origin, OutputTopics, Record, SeqState, Sink};
-use super::kafka::{last_published, partition_count, watermarks, KafkaArgs, Provenance};
+use super::kafka::{
+    create_reader, last_published, partition_count, watermarks, KafkaArgs, Provenance, Reader,
+};
 use super::metrics::Counters;
 use super::shutdown::Shutdown;
 use super::snapshot::{self, Loaded, Manifest, Prepared};
@@ -123,6 +125,10 @@ pub struct Options {
     pub until_end: bool,
     /// Transactions with this `transactional.id` (None: idempotent producer only).
     pub transactional_id: Option<String>,
+    /// A stable identity for this process (`--transactional-id` given): also its static group
+    /// membership (`group.instance.id`), so a restart takes its partitions back at once, without
+    /// a rebalance.
+    pub instance_id: Option<String>,
     /// The changelog topic for snapshots.
     pub changelog: String,
     pub snapshot_every: u64,
@@ -136,6 +142,10 @@ impl Options {
         let group = group.into();
         Options {
             transactional_id: args.transactional_id(&group),
+            instance_id: args
+                .transactional_id
+                .clone()
+                .filter(|_| !args.no_transactions),
             group,
             batch_size: 5_000,
             idle_exit: None,
@@ -177,6 +187,15 @@ impl ProducerContext for ProduceContext {
                     .or_insert(-1);
                 *e = (*e).max(m.offset());
             }
+            // Purged by an abort: the transaction is redone from the last commit.
+            Err((
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
+                ),
+                _,
+            )) => {
+                self.deliveries.failed.store(true, Ordering::SeqCst);
+            }
             Err((e, m)) => {
                 error!(
                     topic = m.topic(),
@@ -202,7 +221,7 @@ struct RecoveryPoint {
 
 /// Reads partition `p`'s latest snapshot (not job-specific: decoding is the job's).
 fn recovery_point(
-    reader: &BaseConsumer,
+    reader: &Reader,
     changelog: &str,
     changelog_partitions: i32,
     group: &str,
@@ -230,7 +249,7 @@ enum Change {
 
 struct RebalanceContext {
     producer: Arc<Producer_>,
-    reader: Arc<BaseConsumer>,
+    reader: Arc<Reader>,
     input: String,
     changelog: String,
     changelog_partitions: i32,
@@ -239,7 +258,11 @@ struct RebalanceContext {
     changes: Mutex<Vec<Change>>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        super::kafka::log_client_error(error, reason)
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn rebalance(
@@ -335,9 +358,43 @@ struct Txn<'a> {
     producer: &'a Producer_,
     enabled: bool,
     open: bool,
+    /// The open transaction failed while producing (librdkafka refuses further records with
+    /// `_STATE` once a transaction needs an abort, e.g. after a fenced epoch or out-of-order
+    /// sequence): the rest of the batch sends nothing and [`Ctx::commit`] aborts and rebuilds.
+    failed: bool,
 }
 
-impl Txn<'_> {
+impl<'a> Txn<'a> {
+    fn new(producer: &'a Producer_, enabled: bool) -> Self {
+        Txn {
+            producer,
+            enabled,
+            open: false,
+            failed: false,
+        }
+    }
+
+    /// Sends `record` in the current transaction (if any).
+    fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        match send_record(self.producer, record) {
+            Err(e)
+                if self.open
+                    && matches!(
+                        e.downcast_ref::<KafkaError>(),
+                        Some(KafkaError::MessageProduction(RDKafkaErrorCode::State))
+                    ) =>
+            {
+                warn!("{e:#}: the transaction failed; aborting it and rebuilding from the last commit");
+                self.failed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn ensure(&mut self) -> anyhow::Result<()> {
         if self.enabled && !self.open {
             self.producer
@@ -396,7 +453,7 @@ impl Sink for KafkaSink<'_, '_> {
         if !key.is_empty() {
             record = record.key(key);
         }
-        send_record(self.txn.producer, record)
+        self.txn.send(record)
     }
 }
 
@@ -428,10 +485,10 @@ struct Ctx<'a, J: Job> {
     opts: &'a Options,
     counters: &'a Counters,
     consumer: &'a BaseConsumer<RebalanceContext>,
-    reader: &'a BaseConsumer,
+    reader: &'a Reader,
     /// Asks the group's committed offsets without being a member (a member's own request can
     /// wait behind a rebalance that waits for this thread to poll).
-    offsets: &'a BaseConsumer,
+    offsets: &'a Reader,
     producer: &'a Producer_,
     deliveries: &'a Deliveries,
     input: String,
@@ -444,6 +501,8 @@ struct Ctx<'a, J: Job> {
     /// Per input partition, the highest offset this process has processed (kept across
     /// reassignments, so the counters count each input once).
     counted: HashMap<i32, i64>,
+    /// When recovery progress was last logged (every few seconds while partitions replay).
+    progress_logged: Instant,
 }
 
 impl<J: Job> Ctx<'_, J> {
@@ -732,6 +791,15 @@ impl<J: Job> Ctx<'_, J> {
                 self.counters
                     .ops
                     .set_recovering(p, (target - slot.next_offset).max(0));
+                if self.progress_logged.elapsed() >= Duration::from_secs(5) {
+                    self.progress_logged = Instant::now();
+                    info!(
+                        partition = p,
+                        offset = slot.next_offset,
+                        target,
+                        "recovering: replaying"
+                    );
+                }
             }
         }
         Ok(())
@@ -843,8 +911,7 @@ impl<J: Job> Ctx<'_, J> {
             txn.ensure()?;
             let q = p % self.changelog_partitions;
             for (key, payload) in prepared.records()? {
-                send_record(
-                    self.producer,
+                txn.send(
                     BaseRecord::to(&self.opts.changelog)
                         .partition(q)
                         .key(key.as_bytes())
@@ -856,8 +923,7 @@ impl<J: Job> Ctx<'_, J> {
             if let Some(old) = &slot.last_snapshot {
                 for i in 0..old.chunks {
                     let key = snapshot::chunk_key(&old.group, p, old.id, i);
-                    send_record(
-                        self.producer,
+                    txn.send(
                         BaseRecord::<[u8], [u8]>::to(&self.opts.changelog)
                             .partition(q)
                             .key(key.as_bytes()),
@@ -866,6 +932,11 @@ impl<J: Job> Ctx<'_, J> {
             }
             Counters::add(&self.counters.snapshots, 1);
             Counters::add(&self.counters.snapshot_bytes, prepared.manifest.bytes);
+            Counters::add(&self.counters.snapshot_state_bytes, bytes.len() as u64);
+            Counters::add(
+                &self.counters.snapshot_micros,
+                started.elapsed().as_micros() as u64,
+            );
             tracing::debug!(
                 partition = p,
                 offset = prepared.manifest.input_offset,
@@ -903,8 +974,9 @@ impl<J: Job> Ctx<'_, J> {
             return Ok(());
         }
         txn.open = false;
-        let mut ok = true;
-        if let (Some(offsets), Some(meta)) = (&offsets, self.consumer.group_metadata()) {
+        // A transaction that failed while producing goes straight to the abort.
+        let mut ok = !std::mem::take(&mut txn.failed);
+        if let (true, Some(offsets), Some(meta)) = (ok, &offsets, self.consumer.group_metadata()) {
             ok = with_retries(
                 "sending offsets to the transaction",
                 Duration::from_secs(30),
@@ -923,8 +995,11 @@ impl<J: Job> Ctx<'_, J> {
             self.mark_committed();
             return Ok(());
         }
+        // The abort purges what is still queued and waits for those messages' delivery reports,
+        // which this thread serves: poll between short attempts.
         let aborted = with_retries("aborting the transaction", Duration::from_secs(120), || {
-            producer.abort_transaction(Duration::from_secs(30))
+            producer.poll(Duration::from_millis(50));
+            producer.abort_transaction(Duration::from_secs(1))
         })?;
         if !aborted {
             bail!("could not abort a failed transaction; exiting so a restart can recover");
@@ -984,10 +1059,10 @@ fn with_retries(
                     return Ok(false);
                 }
                 if Instant::now() > deadline {
-                    warn!("{what}: still failing after {limit:?}; aborting the transaction");
+                    warn!("{what}: still failing after {limit:?}");
                     return Ok(false);
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -1027,12 +1102,10 @@ pub fn run<J: Job>(
             .init_transactions(Duration::from_secs(60))
             .context("initializing transactions (this fences an older process with the same transactional id)")?;
     }
-    let reader: Arc<BaseConsumer> = Arc::new(kafka.reader().create().context("creating reader")?);
-    let offsets: BaseConsumer = kafka
-        .reader()
-        .set("group.id", kafka.group_id(&opts.group))
-        .create()
-        .context("creating the offsets client")?;
+    let reader: Arc<Reader> = Arc::new(create_reader(&kafka.reader())?);
+    let offsets: Reader =
+        create_reader(kafka.reader().set("group.id", kafka.group_id(&opts.group)))
+            .context("creating the offsets client")?;
     let names = job.outputs();
     let partitions = names
         .iter()
@@ -1060,6 +1133,9 @@ pub fn run<J: Job>(
     if transactional {
         // Offsets are committed inside each transaction, never on their own.
         ccfg.set("enable.auto.commit", "false");
+    }
+    if let Some(id) = &opts.instance_id {
+        ccfg.set("group.instance.id", kafka.transactional_id(id));
     }
     let consumer: BaseConsumer<RebalanceContext> = ccfg
         .create_with_context(RebalanceContext {
@@ -1095,6 +1171,7 @@ pub fn run<J: Job>(
         buf: Vec::with_capacity(512),
         slots: HashMap::new(),
         counted: HashMap::new(),
+        progress_logged: Instant::now(),
     };
     consumer.subscribe(&[&input]).context("subscribing")?;
     info!(brokers = %kafka.brokers, group = %opts.group, job = ctx.job.name(), transactional, changelog = %opts.changelog, "started");
@@ -1169,11 +1246,7 @@ pub fn run<J: Job>(
 
         // Process it.
         let batch_started = (!batch.is_empty()).then(Instant::now);
-        let mut txn = Txn {
-            producer: &producer,
-            enabled: transactional,
-            open: false,
-        };
+        let mut txn = Txn::new(&producer, transactional);
         touched.clear();
         for m in &batch {
             if ctx.process(m, &mut txn)? && !touched.contains(&m.partition()) {
@@ -1248,11 +1321,7 @@ pub fn run<J: Job>(
     drop(batch);
     // A clean stop leaves a snapshot of every partition at its last input: a restart replays
     // nothing.
-    let mut txn = Txn {
-        producer: &producer,
-        enabled: transactional,
-        open: false,
-    };
+    let mut txn = Txn::new(&producer, transactional);
     ctx.snapshots(true, &mut txn)?;
     ctx.commit(&mut txn)?;
     producer

@@ -17,9 +17,8 @@
 //! with the outputs and input offsets of the same batch; without, the producer is flushed before
 //! a snapshot is taken, so everything it counts as published is on the broker.
 
-use super::kafka::{read_range, watermarks};
+use super::kafka::{read_range, watermarks, Reader};
 use anyhow::{anyhow, bail, Context as _};
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -145,7 +144,7 @@ pub struct Loaded {
 /// the changelog `topic`: the last manifest with its key, then its chunks (all before it).
 /// `Ok(None)` when there is none.
 pub fn load_latest(
-    reader: &BaseConsumer,
+    reader: &Reader,
     topic: &str,
     q: i32,
     group: &str,

@@ -4,15 +4,15 @@
 //! every partition has been read up to the end it had when the server started.
 
 use super::state::MarketState;
-use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::kafka::{create_reader, partition_count, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::schema::{
-    AnalyticsKind, BarMessage, BookMessage, LeaderboardMessage, OrderEventMessage, PnlMessage,
-    SmaMessage, TradeMessage,
+    AnalyticsKind, BarMessage, BookMessage, OrderEventMessage, PnlMessage, SmaMessage,
+    TotalsMessage, TradeMessage,
 };
 use crate::topics::Topics;
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ pub enum Update {
     Bar(BarMessage),
     Sma(SmaMessage),
     Pnl(PnlMessage),
-    Leaderboard(LeaderboardMessage),
+    Totals(TotalsMessage),
 }
 
 /// Decodes a message of `topic`; None when it does not decode (counted by the caller).
@@ -47,7 +47,7 @@ pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Option<Update> {
             "bar" => json(payload).map(Update::Bar),
             "sma" => json(payload).map(Update::Sma),
             "pnl" => json(payload).map(Update::Pnl),
-            "leaderboard" => json(payload).map(Update::Leaderboard),
+            "totals" => json(payload).map(Update::Totals),
             _ => None,
         }
     } else {
@@ -64,7 +64,7 @@ pub fn apply(state: &mut MarketState, update: Option<Update>) {
         Some(Update::Bar(m)) => state.apply_bar(m),
         Some(Update::Sma(m)) => state.apply_sma(m),
         Some(Update::Pnl(m)) => state.apply_pnl(m),
-        Some(Update::Leaderboard(m)) => state.apply_leaderboard(m),
+        Some(Update::Totals(m)) => state.apply_totals(m),
         None => state.count_undecodable(),
     }
 }
@@ -80,10 +80,7 @@ pub fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let topics = kafka.topics();
-    let consumer: BaseConsumer = kafka
-        .reader()
-        .set("enable.partition.eof", "false")
-        .create()
+    let consumer = create_reader(kafka.reader().set("enable.partition.eof", "false"))
         .context("creating the feed consumer")?;
     let mut tpl = TopicPartitionList::new();
     // Where each partition ended when the server started: caught up = read up to there.

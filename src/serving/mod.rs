@@ -15,11 +15,10 @@ pub mod feed;
 pub mod orders;
 pub mod state;
 
-use crate::runtime::kafka::{partition_count, KafkaArgs};
+use crate::runtime::kafka::{create_reader, partition_count, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
 use anyhow::Context as _;
 use kappa_engine::Instruments;
-use rdkafka::consumer::BaseConsumer;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
@@ -106,7 +105,7 @@ pub fn spawn(
     let market = Arc::new(RwLock::new(state::MarketState::new(instruments, limits)));
     let ready = Arc::new(AtomicBool::new(false));
     let topics = kafka.topics();
-    let metadata: BaseConsumer = kafka.reader().create()?;
+    let metadata = create_reader(&kafka.reader())?;
     let sink = api::OrderSink {
         producer: kafka
             .producer()

@@ -7,9 +7,10 @@
 //! has seen; [`MarketState::delta`] returns what changed for its instrument since then, so one
 //! conflated update per tick replaces a firehose of per-message pushes.
 
+use crate::analytics::leaderboard::{Leaderboard, LEADERBOARD_SIZE};
 use crate::schema::{
     json_decimal, BarMessage, BookMessage, LeaderboardMessage, LevelMessage, OrderEventMessage,
-    PnlMessage, SmaMessage, SmaValue, TradeMessage,
+    PnlMessage, SmaMessage, SmaValue, TotalsMessage, TradeMessage,
 };
 use kappa_engine::Instruments;
 use rust_decimal::Decimal;
@@ -78,6 +79,8 @@ pub struct MarketState {
     order_fifo: VecDeque<u64>,
     /// trader → instrument → latest P&L row.
     pnl: BTreeMap<String, BTreeMap<String, PnlMessage>>,
+    /// Every partition's latest P&L totals, and the ranking they make (with its version).
+    totals: Leaderboard,
     leaderboard: Option<(u64, LeaderboardMessage)>,
     counts: FeedCounts,
 }
@@ -220,6 +223,7 @@ impl MarketState {
             orders: HashMap::new(),
             order_fifo: VecDeque::new(),
             pnl: BTreeMap::new(),
+            totals: Leaderboard::default(),
             leaderboard: None,
             counts: FeedCounts::default(),
         }
@@ -322,16 +326,12 @@ impl MarketState {
             .insert(pnl.instrument.clone(), pnl);
     }
 
-    /// Applies a leaderboard from `analytics` (the latest by window end wins).
-    pub fn apply_leaderboard(&mut self, board: LeaderboardMessage) {
+    /// Applies a partition's P&L totals from `analytics`: the leaderboard is their combination.
+    pub fn apply_totals(&mut self, totals: TotalsMessage) {
         self.counts.analytics += 1;
-        let v = self.bump();
-        if self
-            .leaderboard
-            .as_ref()
-            .is_none_or(|(_, b)| board.end_ms >= b.end_ms)
-        {
-            self.leaderboard = Some((v, board));
+        if self.totals.apply(totals) {
+            let v = self.bump();
+            self.leaderboard = self.totals.board(LEADERBOARD_SIZE).map(|b| (v, b));
         }
     }
 
@@ -730,13 +730,24 @@ mod tests {
             (d("5"), d("1"), d("6"))
         );
         assert!(s.pnl("T2").is_none());
-        let board = |end| LeaderboardMessage {
-            kind: "leaderboard".into(),
+        let totals = |partition, end, trader: &str, total: &str| TotalsMessage {
+            kind: "totals".into(),
             end_ms: end,
-            top: vec![],
+            partition,
+            traders: vec![crate::schema::TraderTotal {
+                trader: trader.into(),
+                total: d(total),
+            }],
         };
-        s.apply_leaderboard(board(2000));
-        s.apply_leaderboard(board(1000));
-        assert_eq!(s.leaderboard().unwrap().end_ms, 2000);
+        assert!(s.leaderboard().is_none());
+        s.apply_totals(totals(0, 2000, "T1", "6"));
+        s.apply_totals(totals(1, 1000, "T1", "-1"));
+        s.apply_totals(totals(0, 1000, "T1", "100"));
+        let board = s.leaderboard().unwrap();
+        assert_eq!(board.end_ms, 2000);
+        assert_eq!(
+            (board.top[0].trader.as_str(), board.top[0].total),
+            ("T1", d("5"))
+        );
     }
 }

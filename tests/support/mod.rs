@@ -12,11 +12,10 @@
 use kappa_exchange::config;
 use kappa_exchange::generator::{self, FlowConfig};
 use kappa_exchange::runtime::broker::Broker;
-use kappa_exchange::runtime::kafka::KafkaArgs;
+use kappa_exchange::runtime::kafka::{create_reader, KafkaArgs, Reader};
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::TradeMessage;
 use kappa_exchange::topics::TopicLayout;
-use rdkafka::consumer::BaseConsumer;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -260,8 +259,8 @@ pub fn wait(child: &mut Child, limit: Duration) {
     }
 }
 
-pub fn reader(p: &Pipeline) -> BaseConsumer {
-    p.kafka.reader().create().unwrap()
+pub fn reader(p: &Pipeline) -> Reader {
+    create_reader(&p.kafka.reader()).unwrap()
 }
 
 /// Kills (and reaps) its child processes when dropped, so a failing test leaves nothing behind.
