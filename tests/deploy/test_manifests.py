@@ -100,6 +100,11 @@ def test_deployments_run_real_flags_with_probes_resources_and_secrets():
         env = {e["name"]: e for e in c.get("env", [])}
         assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kappa-app"
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        if c["command"][0] != "market-view":
+            # Stateful jobs: one transactional id (and static group member id) per pod, stable
+            # across the restarts of its container.
+            tid = env["KAPPA_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+            assert tid == "metadata.name", c["command"][0]
 
 
 def test_every_deployment_has_a_pdb_and_the_service_selects_market_view():
@@ -130,7 +135,14 @@ def test_every_topic_the_code_uses_exists():
     assert base <= names
     for prefix in ("replay.", "report."):
         assert {prefix + "analytics", prefix + "rejects"} <= names
-    # Sources of truth are kept forever; the derived topics expire or compact.
+    # Sources of truth are kept forever; the derived topics expire or compact (a compacted-only
+    # topic keeps its newest record per key whatever its retention).
     for t in of_kind("KafkaTopic"):
+        if t["spec"]["config"]["cleanup.policy"] == "compact":
+            continue
         forever = t["spec"]["config"]["retention.ms"] == -1
         assert forever == (t["metadata"]["name"] in {"orders", "trades"}), t["metadata"]["name"]
+    # Every stateful job has its compacted snapshot (changelog) topic.
+    for job in ("match-maker", "sma-calculator", "profit-calculator"):
+        (t,) = [t for t in of_kind("KafkaTopic") if t["metadata"]["name"] == job + "-snapshots"]
+        assert t["spec"]["config"]["cleanup.policy"] == "compact", job
