@@ -536,7 +536,10 @@ fn match_maker_process(
         .args(["--ops-bind", ops])
         .args(["--transactional-id", "bench-recovery"])
         .args(["--snapshot-every", &snapshot_every.to_string()])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("KAPPA_BENCH_JOB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(std::process::Stdio::null())
         .spawn()
         .with_context(|| {

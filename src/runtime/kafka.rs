@@ -121,7 +121,12 @@ impl KafkaArgs {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576")
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", "120000");
+            .set("message.timeout.ms", "120000")
+            // The broker answers CONCURRENT_TRANSACTIONS to the first AddPartitionsToTxn of a
+            // transaction while the markers of the previous one are still being written; with
+            // the default 100 ms first back-off every transaction waited ~100 ms for it (the
+            // Java client retries that case after 20 ms). Back-off grows exponentially from here.
+            .set("retry.backoff.ms", "10");
         self.finish(c)
     }
 
@@ -184,6 +189,30 @@ pub fn create_reader(config: &ClientConfig) -> anyhow::Result<Reader> {
     config
         .create_with_context(ReaderContext)
         .context("creating a Kafka reader")
+}
+
+/// Waits until everything `producer` has queued is delivered (or failed), serving its delivery
+/// reports. rdkafka's own `flush` (also called by its `commit_transaction`) polls in 100 ms slices
+/// that each run to their end, so every flush with anything in flight took at least 100 ms — one
+/// per transaction, which capped a transactional match maker at ~40 k orders/s on a real broker.
+/// This polls in 1 ms slices instead.
+pub fn flush<C, P>(
+    producer: &rdkafka::producer::BaseProducer<C, P>,
+    timeout: Duration,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext<P>,
+    P: rdkafka::producer::Partitioner,
+{
+    use rdkafka::producer::Producer as _;
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Where an output came from: input partition and offset, and its output sequence number.
@@ -373,11 +402,9 @@ pub fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
-/// Reads `topic`/`partition` backwards from its end in growing windows (each window in offset
-/// order, starting with 1024 messages and growing ×4), calling `visit` for every message,
-/// until `enough(state)` holds after a window, or the start of the retained log or `floor` is
-/// reached. The cost is proportional to how far back the wanted messages are, not to the log's
-/// size.
+/// Reads `topic`/`partition` backwards from its end in growing windows, no further back than
+/// `floor` (-1: the log start), calling `visit` for each message (in offset order within a
+/// window), until `enough(state, from)` holds, `from` being the lowest offset read so far.
 pub fn scan_backwards<S>(
     reader: &Reader,
     topic: &str,
@@ -385,13 +412,13 @@ pub fn scan_backwards<S>(
     floor: i64,
     state: &mut S,
     mut visit: impl FnMut(&mut S, &rdkafka::message::BorrowedMessage<'_>),
-    enough: impl Fn(&S) -> bool,
+    enough: impl Fn(&S, i64) -> bool,
 ) -> anyhow::Result<()> {
     let (low, high) = watermarks(reader, topic, partition)?;
     let low = low.max(floor);
     let mut end = high;
     let mut window = 1024;
-    while end > low && !enough(state) {
+    while end > low && !enough(state, end) {
         let start = (end - window).max(low);
         read_range(reader, topic, partition, start, end, |m| visit(state, m))?;
         end = start;
@@ -401,28 +428,39 @@ pub fn scan_backwards<S>(
 }
 
 /// For every partition `q` of `topic`, the provenance of the last output `job` already published
-/// there for each source partition in `sources` (the one with the highest sequence number), looking
-/// no further back than `floors[q]` (where the last snapshots say later outputs start; -1: the
-/// start of the log): key `(source, q)`. Outputs of other jobs sharing the topic are ignored.
+/// there for each source partition of `floors` (the one with the highest sequence number),
+/// looking no further back for source `s` than its floor for `q` (where its last snapshot says
+/// later outputs start; -1: the start of the log): key `(source, q)`. Outputs of other jobs
+/// sharing the topic are ignored.
 pub fn last_published(
     reader: &Reader,
     topic: &str,
     job: &str,
-    sources: &[i32],
-    floors: &[i64],
+    floors: &[(i32, Vec<i64>)],
 ) -> anyhow::Result<HashMap<(i32, i32), Provenance>> {
     let mut out = HashMap::new();
+    if floors.is_empty() {
+        return Ok(out);
+    }
     for q in 0..partition_count(reader, topic)? {
+        let floor_of = |s: i32| -> i64 {
+            floors
+                .iter()
+                .find(|(p, _)| *p == s)
+                .and_then(|(_, f)| f.get(q as usize).copied())
+                .unwrap_or(-1)
+        };
+        let lowest = floors.iter().map(|(s, _)| floor_of(*s)).min().unwrap_or(-1);
         let mut found: HashMap<i32, Provenance> = HashMap::new();
         scan_backwards(
             reader,
             topic,
             q,
-            floors.get(q as usize).copied().unwrap_or(-1),
+            lowest,
             &mut found,
             |found, m| {
                 if let Some(p) = Provenance::of(m) {
-                    if sources.contains(&p.partition)
+                    if floors.iter().any(|(s, _)| *s == p.partition)
                         && Provenance::job_of(m).as_deref() == Some(job)
                     {
                         let e = found.entry(p.partition).or_insert(p);
@@ -432,7 +470,12 @@ pub fn last_published(
                     }
                 }
             },
-            |found| found.len() == sources.len(),
+            // Every source found, or scanned down to its floor.
+            |found, from| {
+                floors
+                    .iter()
+                    .all(|(s, _)| found.contains_key(s) || floor_of(*s) >= from)
+            },
         )?;
         for (source, last) in found {
             out.insert((source, q), last);

@@ -14,9 +14,11 @@
 //!    snapshot's fingerprint differs from the job's (another instrument table, other settings, an
 //!    incompatible state format) or when the input no longer starts at or before the snapshot's
 //!    offset (retention or delete-records removed input the state needs);
-//! 2. learns what was already published: under transactions, the group's committed offset (its
-//!    outputs committed atomically with it); in any case, the last sequence numbers found in the
-//!    tails of the output topics, scanned no further back than the snapshot's recorded positions;
+//! 2. learns what was already published: under transactions, the group's committed offset and
+//!    the output sequence counters committed with it as its metadata (both atomically with the
+//!    outputs); otherwise (no transactions, or the mock broker, which does not store transaction
+//!    offsets) the last sequence numbers found in the tails of the output topics, scanned per input
+//!    partition no further back than its snapshot's recorded positions;
 //! 3. replays the input from the snapshot's offset through the live code path, suppressing every
 //!    output already published; once past that point, republishes its state feeds
 //!    ([`Job::recovered`]) and carries on live.
@@ -42,7 +44,8 @@
 
 use super::job::{Emitter, Job, Origin, OutputTopics, Record, SeqState, Sink};
 use super::kafka::{
-    create_reader, last_published, partition_count, watermarks, KafkaArgs, Provenance, Reader,
+    create_reader, flush, last_published, partition_count, watermarks, KafkaArgs, Provenance,
+    Reader,
 };
 use super::metrics::Counters;
 use super::shutdown::Shutdown;
@@ -217,6 +220,9 @@ struct RecoveryPoint {
     start: i64,
     /// The input's first retained offset.
     low: i64,
+    /// The input's end: 0 when the partition never had a record (so nothing was published
+    /// from it).
+    high: i64,
 }
 
 /// Reads partition `p`'s latest snapshot (not job-specific: decoding is the job's).
@@ -233,12 +239,13 @@ fn recovery_point(
             format!("reading the latest snapshot of partition {p} from {changelog}")
         })?;
     let start = loaded.as_ref().map_or(0, |l| l.manifest.input_offset);
-    let (low, _) = watermarks(reader, input, p)?;
+    let (low, high) = watermarks(reader, input, p)?;
     Ok(RecoveryPoint {
         partition: p,
         loaded,
         start,
         low,
+        high,
     })
 }
 
@@ -319,7 +326,7 @@ impl ConsumerContext for RebalanceContext {
                 // No transaction is open while the loop polls. Without transactions, everything
                 // produced must be on the broker before the next owner reads the output tails.
                 if !self.transactional {
-                    if let Err(e) = self.producer.flush(Duration::from_secs(60)) {
+                    if let Err(e) = flush(&self.producer, Duration::from_secs(60)) {
                         error!("flush before revoke failed: {e}");
                     }
                 }
@@ -536,6 +543,7 @@ impl<J: Job> Ctx<'_, J> {
         }
         let started = Instant::now();
         let mut slots = Vec::with_capacity(points.len());
+        let mut never_had_input = Vec::new();
         for point in points {
             let p = point.partition;
             if point.low > point.start {
@@ -592,6 +600,9 @@ impl<J: Job> Ctx<'_, J> {
                 }
             };
             seq.last_offset = point.start - 1;
+            if point.high == 0 {
+                never_had_input.push(p);
+            }
             slots.push((
                 p,
                 Slot {
@@ -609,6 +620,10 @@ impl<J: Job> Ctx<'_, J> {
             ));
         }
         let partitions: Vec<i32> = slots.iter().map(|(p, _)| *p).collect();
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovery: snapshots restored"
+        );
         // Under transactions: the committed offsets (read_committed waits for a predecessor's
         // pending transaction to end).
         let mut tpl = TopicPartitionList::new();
@@ -619,6 +634,7 @@ impl<J: Job> Ctx<'_, J> {
             .offsets
             .committed_offsets(tpl, Duration::from_secs(120))
             .context("fetching the committed offsets")?;
+        let mut counters_known = Vec::new();
         for e in committed.elements() {
             if let (Offset::Offset(c), Some((_, slot))) = (
                 e.offset(),
@@ -626,30 +642,51 @@ impl<J: Job> Ctx<'_, J> {
             ) {
                 if self.opts.transactional_id.is_some() {
                     slot.seq.published_below = c;
+                    // The sequence counters committed with the offset (same transaction as the
+                    // outputs): every output numbered below them is published, none above.
+                    if let Some(next) = parse_seq_metadata(e.metadata(), slot.seq.next_seq.len()) {
+                        for (i, per) in slot.seq.published.iter_mut().enumerate() {
+                            per.iter_mut().for_each(|x| *x = (*x).max(next[i] - 1));
+                        }
+                        counters_known.push(e.partition());
+                    }
                 }
                 slot.committed = slot.committed.max(c);
             }
         }
-        // The last outputs already published, from the output tails (bounded by the snapshots'
-        // positions).
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovery: committed offsets fetched"
+        );
+        // The last outputs already published, from the output tails: for each input partition,
+        // no further back than its snapshot's positions (the start of the log without a
+        // snapshot); not at all for a partition that never had input, nor for one whose
+        // counters came with its committed offset (transactions on a real broker: the scan
+        // then only serves the mock broker and --no-transactions).
         for (i, name) in self.outputs.names.iter().enumerate() {
-            let floors: Vec<i64> = (0..self.outputs.partitions[i] as usize)
-                .map(|q| {
-                    slots
-                        .iter()
-                        .map(|(_, s)| {
+            let floors: Vec<(i32, Vec<i64>)> = slots
+                .iter()
+                .filter(|(p, _)| !never_had_input.contains(p) && !counters_known.contains(p))
+                .map(|(p, s)| {
+                    let floors = (0..self.outputs.partitions[i] as usize)
+                        .map(|q| {
                             s.last_snapshot
                                 .as_ref()
                                 .and_then(|m| m.positions.get(i)?.get(q).copied())
                                 .unwrap_or(-1)
                         })
-                        .min()
-                        .unwrap_or(-1)
+                        .collect();
+                    (*p, floors)
                 })
                 .collect();
-            for ((source, q), last) in
-                last_published(self.reader, name, self.job.name(), &partitions, &floors)?
-            {
+            let marks = last_published(self.reader, name, self.job.name(), &floors)?;
+            tracing::debug!(
+                topic = %name,
+                sources = floors.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "recovery: output tail scanned"
+            );
+            for ((source, q), last) in marks {
                 if let Some((_, slot)) = slots.iter_mut().find(|(p, _)| *p == source) {
                     let mark = &mut slot.seq.published[i][q as usize];
                     *mark = (*mark).max(last.seq);
@@ -845,9 +882,7 @@ impl<J: Job> Ctx<'_, J> {
         }
         if !txn.enabled {
             // Everything the snapshot counts as published must be on the broker first.
-            self.producer
-                .flush(Duration::from_secs(60))
-                .context("flushing before a snapshot")?;
+            flush(self.producer, Duration::from_secs(60)).context("flushing before a snapshot")?;
             if self.deliveries.failed.load(Ordering::SeqCst) {
                 bail!("a produce request failed; exiting so a restart can recover");
             }
@@ -975,6 +1010,7 @@ impl<J: Job> Ctx<'_, J> {
         }
         txn.open = false;
         // A transaction that failed while producing goes straight to the abort.
+        let started = Instant::now();
         let mut ok = !std::mem::take(&mut txn.failed);
         if let (true, Some(offsets), Some(meta)) = (ok, &offsets, self.consumer.group_metadata()) {
             ok = with_retries(
@@ -983,6 +1019,13 @@ impl<J: Job> Ctx<'_, J> {
                 || producer.send_offsets_to_transaction(offsets, &meta, Duration::from_secs(30)),
             )?;
         }
+        let offsets_sent = started.elapsed();
+        if ok {
+            // Deliver the batch first (fast, see `kafka::flush`): commit_transaction's own flush
+            // then finds nothing in flight. A failure here surfaces in the commit below.
+            let _ = flush(producer, Duration::from_secs(60));
+        }
+        let flushed = started.elapsed();
         if ok {
             ok = with_retries(
                 "committing the transaction",
@@ -991,6 +1034,12 @@ impl<J: Job> Ctx<'_, J> {
             )?;
         }
         if ok {
+            tracing::debug!(
+                offsets_ms = offsets_sent.as_secs_f64() * 1e3,
+                flushed_ms = flushed.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "transaction committed"
+            );
             Counters::add(&self.counters.commits, 1);
             self.mark_committed();
             return Ok(());
@@ -1015,6 +1064,9 @@ impl<J: Job> Ctx<'_, J> {
         for (p, s) in &self.slots {
             if s.next_offset > s.committed {
                 tpl.add_partition_offset(&self.input, *p, Offset::Offset(s.next_offset))?;
+                if let Some(mut e) = tpl.find_partition(&self.input, *p) {
+                    e.set_metadata(seq_metadata(&s.seq.next_seq));
+                }
             }
         }
         Ok((tpl.count() > 0).then_some(tpl))
@@ -1025,6 +1077,24 @@ impl<J: Job> Ctx<'_, J> {
             s.committed = s.committed.max(s.next_offset);
         }
     }
+}
+
+/// The metadata committed with an input partition's offset: the partition's output sequence
+/// counters (next number per output topic) at that offset, `kx1:n1,n2,…`.
+fn seq_metadata(next_seq: &[u64]) -> String {
+    let numbers: Vec<String> = next_seq.iter().map(u64::to_string).collect();
+    format!("kx1:{}", numbers.join(","))
+}
+
+/// The counters of [`seq_metadata`], if `text` holds exactly `outputs` of them (anything else —
+/// no metadata, another format, another output list — is ignored and the output tails decide).
+fn parse_seq_metadata(text: &str, outputs: usize) -> Option<Vec<u64>> {
+    let numbers: Vec<u64> = text
+        .strip_prefix("kx1:")?
+        .split(',')
+        .map(|n| n.parse::<u64>().ok().filter(|&n| n >= 1))
+        .collect::<Option<_>>()?;
+    (numbers.len() == outputs).then_some(numbers)
 }
 
 /// Classifies a transactional error: `Ok(true)` retry, `Ok(false)` abort and rebuild, `Err` fatal.
@@ -1324,9 +1394,7 @@ pub fn run<J: Job>(
     let mut txn = Txn::new(&producer, transactional);
     ctx.snapshots(true, &mut txn)?;
     ctx.commit(&mut txn)?;
-    producer
-        .flush(Duration::from_secs(60))
-        .context("final flush")?;
+    flush(&producer, Duration::from_secs(60)).context("final flush")?;
     if !transactional {
         if deliveries.failed.load(Ordering::SeqCst) {
             bail!("a produce request failed; exiting so a restart can recover");
@@ -1348,4 +1416,23 @@ pub fn run<J: Job>(
         "stopped"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_counters_round_trip_through_offset_metadata() {
+        let next = vec![1, 42, 7_000_000_001];
+        let text = seq_metadata(&next);
+        assert_eq!(text, "kx1:1,42,7000000001");
+        assert_eq!(parse_seq_metadata(&text, 3), Some(next));
+        // Anything else leaves the decision to the output tails.
+        assert_eq!(parse_seq_metadata(&text, 2), None);
+        assert_eq!(parse_seq_metadata("", 3), None);
+        assert_eq!(parse_seq_metadata("kx1:1,x,3", 3), None);
+        assert_eq!(parse_seq_metadata("kx1:0,1,1", 3), None);
+        assert_eq!(parse_seq_metadata("kx2:1,1,1", 3), None);
+    }
 }
