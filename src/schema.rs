@@ -718,17 +718,68 @@ pub struct SourceRef {
     pub offset: i64,
 }
 
-/// A rejected input, on `rejects`: the reason, and the original payload for inspection/replay.
+/// Most bytes of an input's payload a reject carries; the payload's full length and SHA-256
+/// identify the rest. Whatever arrives, a reject stays far below any broker's message limit.
+pub const REJECT_PAYLOAD_MAX: usize = 4096;
+/// Most bytes of a reject's detail (parser messages can quote the input).
+pub const REJECT_DETAIL_MAX: usize = 1024;
+
+/// A rejected input, on `rejects`: the reason, and the original payload (its first
+/// [`REJECT_PAYLOAD_MAX`] bytes, with its length and hash) for inspection or replay.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RejectMessage {
     /// Stable reason code (`malformed_json`, `price_off_tick`, `duplicate_order_id`, …).
     pub reason: String,
     pub detail: String,
-    /// The input as received (lossy UTF-8 if it was not valid UTF-8).
+    /// The input as received (lossy UTF-8 if it was not valid UTF-8), cut to
+    /// [`REJECT_PAYLOAD_MAX`] bytes at a character boundary.
     pub payload: String,
+    /// The input's length in bytes, and whether `payload` is only its beginning.
+    #[serde(default)]
+    pub payload_bytes: u64,
+    #[serde(default)]
+    pub payload_truncated: bool,
+    /// SHA-256 of the input's bytes, hex.
+    #[serde(default)]
+    pub payload_sha256: String,
     pub source: SourceRef,
     /// Job that rejected it.
     pub job: String,
+}
+
+impl RejectMessage {
+    /// A reject of input `payload`, bounded: payload and detail cut to their limits.
+    pub fn new(reason: &str, detail: &str, payload: &[u8], source: SourceRef, job: &str) -> Self {
+        use sha2::Digest as _;
+        let head = &payload[..payload.len().min(REJECT_PAYLOAD_MAX)];
+        let text = String::from_utf8_lossy(head);
+        let kept = cut_at_char(&text, REJECT_PAYLOAD_MAX);
+        RejectMessage {
+            reason: reason.to_string(),
+            detail: cut_at_char(detail, REJECT_DETAIL_MAX).to_string(),
+            payload_truncated: head.len() < payload.len() || kept.len() < text.len(),
+            payload: kept.to_string(),
+            payload_bytes: payload.len() as u64,
+            payload_sha256: sha2::Sha256::digest(payload)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            source,
+            job: job.to_string(),
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The `kind` of an `analytics` message (read this first, then the matching struct).
@@ -863,6 +914,46 @@ pub struct TotalsMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejects_are_bounded_whatever_the_input() {
+        let source = || SourceRef {
+            topic: "orders".into(),
+            partition: 0,
+            offset: 7,
+        };
+        // A 350 KB message of 0xFF bytes: each becomes U+FFFD (3 bytes) in lossy UTF-8.
+        let hostile = vec![0xFFu8; 350_000];
+        let r = RejectMessage::new(
+            "malformed_json",
+            &"x".repeat(10_000),
+            &hostile,
+            source(),
+            "mm",
+        );
+        assert!(r.payload.len() <= REJECT_PAYLOAD_MAX && r.payload.starts_with('\u{FFFD}'));
+        assert!(r.payload_truncated && r.payload_bytes == 350_000);
+        assert_eq!(r.detail.len(), REJECT_DETAIL_MAX);
+        assert!(serde_json::to_vec(&r).unwrap().len() < 8 * 1024);
+        // SHA-256 of the whole input (sha256sum of 350 000 0xFF bytes).
+        assert_eq!(
+            r.payload_sha256,
+            "59f8315fd1c7fede17f83d8f0eadd582143b2edfad4352b5b0411d7e195a3e00"
+        );
+        let small = RejectMessage::new("malformed_json", "d", b"{not json", source(), "mm");
+        assert_eq!(small.payload, "{not json");
+        assert!(!small.payload_truncated && small.payload_bytes == 9);
+        assert_eq!(
+            small.payload_sha256,
+            "92072df399cb74703f8e86f450d552bc0bb01eeeb98a90985a1b7772c8fd0016"
+        );
+        // A multi-byte character straddling the limit is left out whole.
+        let mut text = "a".repeat(REJECT_PAYLOAD_MAX - 1).into_bytes();
+        text.extend("é".as_bytes());
+        let r = RejectMessage::new("x", "d", &text, source(), "mm");
+        assert_eq!(r.payload.len(), REJECT_PAYLOAD_MAX - 1);
+        assert!(r.payload_truncated);
+    }
 
     const SEED: &str = r#"{"id":1000001,"instrument":"TCS","trxn_type":"BUY","quantity":5.0,"price":15.0,"order_timestamp":"2023/03/12, 23:48:37"}"#;
 

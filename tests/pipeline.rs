@@ -5,7 +5,7 @@
 mod support;
 
 use kappa_exchange::runtime::kafka::{create_reader, read_topic, Provenance, Reader};
-use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage};
+use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage, REJECT_PAYLOAD_MAX};
 use kappa_exchange::topics::TopicLayout;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
 use rdkafka::consumer::Consumer;
@@ -115,6 +115,9 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up(on: On) {
         ("TCS", good.as_bytes().to_vec(), None),
         ("TCS", b"{not json".to_vec(), Some("malformed_json")),
         ("TCS", b"\xff\xfe\x00".to_vec(), Some("malformed_json")),
+        // 350 KB of 0xFF: its reject would be 1 MB escaped, past the broker's message limit (it
+        // stopped the match maker, at every restart); now a bounded prefix, length and hash.
+        ("TCS", vec![0xFF; 350_000], Some("malformed_json")),
         ("TCS", br#"{"id":"x","instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15}"#.to_vec(), Some("invalid_field")),
         ("TCS", br#"{"id":1000002,"instrument":"TCS","trxn_type":"BUY","quantity":"five","price":15}"#.to_vec(), Some("invalid_quantity")),
         ("NOPE", br#"{"id":1000003,"instrument":"NOPE","trxn_type":"BUY","quantity":1,"price":15}"#.to_vec(), Some("unknown_instrument")),
@@ -144,7 +147,14 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up(on: On) {
         .collect();
     let mut want: Vec<(String, String)> = inputs
         .iter()
-        .filter_map(|(_, v, r)| r.map(|r| (r.to_string(), String::from_utf8_lossy(v).into_owned())))
+        .filter_map(|(_, v, r)| {
+            let head = &v[..v.len().min(REJECT_PAYLOAD_MAX)];
+            let mut text = String::from_utf8_lossy(head).into_owned();
+            while text.len() > REJECT_PAYLOAD_MAX {
+                text.pop();
+            }
+            r.map(|r| (r.to_string(), text))
+        })
         .collect();
     got.sort();
     want.sort();
@@ -155,6 +165,27 @@ fn bad_input_goes_to_rejects_with_a_reason_and_counts_add_up(on: On) {
     assert!(rejects.iter().all(|r| r.source.topic == p.topic("orders")
         && r.source.offset >= 0
         && !r.detail.is_empty()));
+    let hostile = rejects.iter().find(|r| r.payload_bytes == 350_000).unwrap();
+    assert!(hostile.payload_truncated && hostile.payload.len() <= REJECT_PAYLOAD_MAX);
+    assert_eq!(
+        hostile.payload_sha256,
+        "59f8315fd1c7fede17f83d8f0eadd582143b2edfad4352b5b0411d7e195a3e00"
+    );
+    // Each reject names its input by length and SHA-256.
+    use sha2::Digest as _;
+    let identities: std::collections::HashSet<(u64, String)> = inputs
+        .iter()
+        .map(|(_, v, _)| {
+            let hash = sha2::Sha256::digest(v)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (v.len() as u64, hash)
+        })
+        .collect();
+    assert!(rejects
+        .iter()
+        .all(|r| identities.contains(&(r.payload_bytes, r.payload_sha256.clone()))));
     // Every input produced output with its offset: consumed = processed + rejected.
     let mut offsets = std::collections::HashSet::new();
     for topic in ["order-events", "rejects"] {

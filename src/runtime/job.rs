@@ -283,17 +283,12 @@ impl Emitter<'_> {
         if self.seq.fresh {
             Counters::add(&self.counters.rejected, 1);
         }
-        let r = RejectMessage {
-            reason: reason.to_string(),
-            detail,
-            payload: String::from_utf8_lossy(record.payload).into_owned(),
-            source: SourceRef {
-                topic: record.topic.to_string(),
-                partition: self.seq.partition,
-                offset: self.seq.last_offset,
-            },
-            job: self.job.to_string(),
+        let source = SourceRef {
+            topic: record.topic.to_string(),
+            partition: self.seq.partition,
+            offset: self.seq.last_offset,
         };
+        let r = RejectMessage::new(reason, &detail, record.payload, source, self.job);
         let index = self.rejects;
         self.emit(index, key, &r)
     }
