@@ -215,8 +215,45 @@ fn split_csv(line: &str) -> Vec<String> {
 /// What a publishing run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishStats {
+    /// Orders the broker acknowledged (delivery reports), and their payload bytes.
     pub published: u64,
     pub bytes: u64,
+}
+
+/// Counts delivery reports: an order is published only once the broker acknowledged it.
+#[derive(Default)]
+struct Deliveries {
+    delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Relaxed);
+            }
+            Err((e, m)) => {
+                self.failed.fetch_add(1, Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                if first.is_none() {
+                    use rdkafka::message::Message as _;
+                    *first = Some(format!(
+                        "{e} ({} bytes to {}/{})",
+                        m.payload_len(),
+                        m.topic(),
+                        m.partition()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Publishes `(key, payload, timestamp)` items to `topic` as fast as possible (benchmarks, tools).
@@ -231,7 +268,8 @@ pub fn publish_to(
 }
 
 /// Publishes `(key, payload, timestamp)` items to the orders topic at `rate` messages/s
-/// (0 = unthrottled), with a progress bar when `progress` is set. Flushes before returning.
+/// (0 = unthrottled), with a progress bar when `progress` is set. Returns once every order is
+/// acknowledged by the broker; an error, with the count and the first cause, when any was not.
 pub fn publish(
     kafka: &KafkaArgs,
     items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
@@ -260,7 +298,10 @@ fn publish_inner(
     progress: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<PublishStats> {
-    let producer: BaseProducer = kafka.producer().create().context("creating producer")?;
+    let producer: BaseProducer<Deliveries> = kafka
+        .producer()
+        .create_with_context(Deliveries::default())
+        .context("creating producer")?;
     let reader = create_reader(&kafka.reader()).context("creating metadata client")?;
     let partitions = crate::runtime::kafka::partition_count(&reader, topic)?;
     let bar = if progress {
@@ -277,12 +318,13 @@ fn publish_inner(
     );
     let started = Instant::now();
     let mut stats = PublishStats::default();
+    let mut sent = 0u64;
     for (key, payload, ts) in items {
         if shutdown.is_triggered() {
             break;
         }
         if rate > 0.0 {
-            let due = Duration::from_secs_f64(stats.published as f64 / rate);
+            let due = Duration::from_secs_f64(sent as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
@@ -305,18 +347,33 @@ fn publish_inner(
                 Err((e, _)) => return Err(e).context("producing an order"),
             }
         }
-        stats.published += 1;
+        sent += 1;
         stats.bytes += payload.len() as u64;
-        if stats.published % 1024 == 0 {
+        if sent % 1024 == 0 {
             producer.poll(Duration::ZERO);
-            bar.set_position(stats.published);
+            bar.set_position(sent);
         }
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .context("flushing orders")?;
-    bar.set_position(stats.published);
+    crate::runtime::kafka::flush(&producer, Duration::from_secs(60)).context("flushing orders")?;
+    bar.set_position(sent);
     bar.finish_and_clear();
+    let deliveries = producer.context();
+    stats.published = deliveries
+        .delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let failed = deliveries.failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        let first = deliveries
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        return Err(anyhow!(
+            "{failed} of {sent} orders were not delivered ({} were); the first failure: {first}",
+            stats.published
+        ));
+    }
     Ok(stats)
 }
 

@@ -193,3 +193,45 @@ fn kafka_topics_command_creates_checks_and_deletes() {
     let deleted = kappa(&["topics", "delete"]);
     assert_eq!(deleted.matches("deleted ").count(), 17, "{deleted}");
 }
+
+#[test]
+fn kafka_the_generator_counts_only_delivered_orders_and_fails_loudly_on_a_lost_one() {
+    // A topic whose size limit refuses one of the orders: the broker rejects it in the delivery
+    // report, after the producer accepted it (the generator used to count it as published).
+    let k = namespace("deliveries");
+    let topic = format!("{}tiny", k.topic_prefix);
+    let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "1000");
+    let created = run(admin(&k).create_topics(&[new], &AdminOptions::new())).unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let small = |i: u64| {
+        (
+            format!("k{i}"),
+            format!("{{\"id\":{i}}}").into_bytes(),
+            None,
+        )
+    };
+    let shutdown = kappa_exchange::runtime::shutdown::Shutdown::new();
+    let ok = kappa_exchange::generator::publish_to(&k, &topic, (0..50).map(small), 50, &shutdown)
+        .unwrap();
+    assert_eq!(ok.published, 50);
+    // Incompressible (the producer compresses with lz4), and alone in its batch.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..5_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big = std::iter::once(("big".to_string(), noise, None));
+    let err = kappa_exchange::generator::publish_to(&k, &topic, big, 1, &shutdown)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 of 1 orders were not delivered (0 were)"),
+        "{err}"
+    );
+    assert!(err.contains("5000 bytes"), "{err}");
+    let _ = run(admin(&k).delete_topics(&[&topic], &AdminOptions::new()));
+}
