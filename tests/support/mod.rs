@@ -263,6 +263,36 @@ pub fn reader(p: &Pipeline) -> Reader {
     create_reader(&p.kafka.reader()).unwrap()
 }
 
+/// Waits until every partition of `topic` is stable: its last stable offset (what a
+/// read_committed reader may read up to) has reached its high watermark. A transactional producer
+/// that has just committed and exited can leave the commit markers still being written for a
+/// moment, and a `--until-end` job started then would stop at the older stable offset.
+#[allow(dead_code)]
+pub fn wait_stable(p: &Pipeline, topic: &str) {
+    let committed = reader(p);
+    let mut uncommitted = p.kafka.reader();
+    uncommitted.set("isolation.level", "read_uncommitted");
+    let uncommitted = create_reader(&uncommitted).unwrap();
+    use kappa_exchange::runtime::kafka::{partition_count, watermarks};
+    let topic = p.topic(topic);
+    let n = partition_count(&committed, &topic).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for q in 0..n {
+        loop {
+            let stable = watermarks(&committed, &topic, q).unwrap().1;
+            let high = watermarks(&uncommitted, &topic, q).unwrap().1;
+            if stable >= high {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}/{q} never became stable ({stable} < {high})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Kills (and reaps) its child processes when dropped, so a failing test leaves nothing behind.
 pub struct Killed(pub Vec<Child>);
 
