@@ -534,7 +534,11 @@ fn match_maker_process(
         .args(["--brokers", &bench.kafka.brokers])
         .args(["--topic-prefix", &bench.kafka.topic_prefix])
         .args(["--ops-bind", ops])
-        .args(["--transactional-id", "bench-recovery"])
+        .args([
+            "--transactional-id",
+            "bench-recovery",
+            "--static-membership",
+        ])
         .args(["--snapshot-every", &snapshot_every.to_string()])
         .env(
             "RUST_LOG",

@@ -13,7 +13,9 @@ use kappa_exchange::config;
 use kappa_exchange::engine::{Engine, EventBody};
 use kappa_exchange::generator;
 use kappa_exchange::runtime::broker::Broker;
-use kappa_exchange::runtime::kafka::{partition_count, read_topic, KafkaArgs, Provenance};
+use kappa_exchange::runtime::kafka::{
+    create_reader, partition_count, read_range, read_topic, watermarks, KafkaArgs, Provenance,
+};
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::{parse_order, BookMessage, TradeMessage};
 use kappa_exchange::topics::TopicLayout;
@@ -252,7 +254,8 @@ fn kafka_kill_9_of_every_job_at_random_points_changes_no_output() {
     ];
     let analytics = ["--window", "250ms", "--sma", "3,5"];
     let arg = |id: &'static str, rest: &[&'static str]| -> Vec<&'static str> {
-        let mut v = vec!["--transactional-id", id];
+        // Supervised processes, as in k8s: static membership with the transactional id.
+        let mut v = vec!["--transactional-id", id, "--static-membership"];
         v.extend(rest);
         v.extend(snap);
         v
@@ -287,6 +290,51 @@ fn kafka_kill_9_of_every_job_at_random_points_changes_no_output() {
         wait(c, Duration::from_secs(240));
     }
     check_against_uninterrupted(&p, &analytics);
+}
+
+/// Waits until consumer group `group` has committed, on every partition of `topic`, the offset
+/// after the last record a read_committed reader sees there: under transactions, everything
+/// processed and published.
+fn wait_committed_to_end(p: &Pipeline, group: &str, topic: &str, limit: Duration) {
+    let offsets = create_reader(p.kafka.reader().set("group.id", p.kafka.group_id(group))).unwrap();
+    let r = reader(p);
+    let topic = p.topic(topic);
+    let n = partition_count(&r, &topic).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut ends = Vec::new();
+        for q in 0..n {
+            let (low, high) = watermarks(&r, &topic, q).unwrap();
+            let mut last = -1;
+            read_range(&r, &topic, q, (high - 1000).max(low), high, |m| {
+                last = m.offset()
+            })
+            .unwrap();
+            ends.push(last + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for q in 0..n {
+            tpl.add_partition(&topic, q);
+        }
+        let committed = offsets
+            .committed_offsets(tpl, Duration::from_secs(30))
+            .unwrap();
+        let done = committed.elements().iter().all(|e| {
+            let end = ends[e.partition() as usize];
+            match e.offset() {
+                Offset::Offset(c) => c >= end,
+                _ => end == 0,
+            }
+        });
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} never committed the end of {topic}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Trades per instrument from the engine run in-process over `items`.
@@ -487,8 +535,10 @@ fn kafka_every_job_recovers_by_itself_from_a_broker_crash_and_restart() {
         assert!(Instant::now() < deadline, "the trades never caught up");
         std::thread::sleep(Duration::from_secs(2));
     }
-    // Let the analytics finish, then stop everything gracefully.
-    std::thread::sleep(Duration::from_secs(8));
+    // Let the analytics finish (each has committed every trade), then stop everything.
+    for group in ["sma-calculator", "profit-calculator"] {
+        wait_committed_to_end(&p, group, "trades", Duration::from_secs(240));
+    }
     for c in &mut jobs.0 {
         assert!(Command::new("kill")
             .args(["-TERM", &c.id().to_string()])

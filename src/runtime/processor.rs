@@ -76,6 +76,13 @@ pub struct LoopArgs {
     /// sequence numbers alone).
     #[arg(long, env = "KAPPA_NO_TRANSACTIONS")]
     pub no_transactions: bool,
+    /// Use `--transactional-id` also as the static group member id (`group.instance.id`), so a
+    /// restarted process (same id) takes its partitions back without a rebalance. For
+    /// supervised processes only (a pod): librdkafka treats a fenced static member as fatal —
+    /// after a session timeout, e.g. a long broker outage — and the job then exits for its
+    /// supervisor to restart it.
+    #[arg(long, env = "KAPPA_STATIC_MEMBERSHIP", requires = "transactional_id")]
+    pub static_membership: bool,
     /// Snapshot a partition's state after this many input messages.
     #[arg(long, env = "KAPPA_SNAPSHOT_EVERY", default_value_t = 200_000)]
     pub snapshot_every: u64,
@@ -89,6 +96,7 @@ impl Default for LoopArgs {
         LoopArgs {
             transactional_id: None,
             no_transactions: false,
+            static_membership: false,
             snapshot_every: 200_000,
             snapshot_interval_ms: 30_000,
         }
@@ -128,9 +136,8 @@ pub struct Options {
     pub until_end: bool,
     /// Transactions with this `transactional.id` (None: idempotent producer only).
     pub transactional_id: Option<String>,
-    /// A stable identity for this process (`--transactional-id` given): also its static group
-    /// membership (`group.instance.id`), so a restart takes its partitions back at once, without
-    /// a rebalance.
+    /// Static group membership (`group.instance.id`, from `--static-membership` with a given
+    /// `--transactional-id`): a restart takes its partitions back at once, without a rebalance.
     pub instance_id: Option<String>,
     /// The changelog topic for snapshots.
     pub changelog: String,
@@ -148,7 +155,7 @@ impl Options {
             instance_id: args
                 .transactional_id
                 .clone()
-                .filter(|_| !args.no_transactions),
+                .filter(|_| args.static_membership),
             group,
             batch_size: 5_000,
             idle_exit: None,
@@ -1097,6 +1104,15 @@ fn parse_seq_metadata(text: &str, outputs: usize) -> Option<Vec<u64>> {
     (numbers.len() == outputs).then_some(numbers)
 }
 
+/// A consumer error after which the consumer cannot go on (e.g. a fenced static member).
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageConsumptionFatal(_))
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::FencedInstanceId)
+        )
+}
+
 /// Classifies a transactional error: `Ok(true)` retry, `Ok(false)` abort and rebuild, `Err` fatal.
 fn txn_error(e: KafkaError, what: &str) -> anyhow::Result<bool> {
     match &e {
@@ -1300,6 +1316,10 @@ pub fn run<J: Job>(
                     return Err(e).context(
                         "an input offset the state needs is out of range (the input was truncated under a running job)",
                     );
+                }
+                Some(Err(e)) if is_fatal(&e) => {
+                    return Err(e)
+                        .context("the consumer failed fatally; exiting so a restart can recover");
                 }
                 Some(Err(e)) => {
                     warn!("consumer: {e}");

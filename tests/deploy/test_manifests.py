@@ -105,6 +105,7 @@ def test_deployments_run_real_flags_with_probes_resources_and_secrets():
             # across the restarts of its container.
             tid = env["KAPPA_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
             assert tid == "metadata.name", c["command"][0]
+            assert env["KAPPA_STATIC_MEMBERSHIP"]["value"] == "true", c["command"][0]
 
 
 def test_every_deployment_has_a_pdb_and_the_service_selects_market_view():
