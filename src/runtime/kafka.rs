@@ -118,8 +118,11 @@ impl KafkaArgs {
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set("batch.size", "1000000")
+            // The send buffer is bounded well below every pod's memory limit (it was 1 GiB, the
+            // match maker's whole limit): 128 MiB is ~100 batches of 5 000 orders' outputs;
+            // past it, sends wait for deliveries (QueueFull is retried).
             .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
+            .set("queue.buffering.max.kbytes", "131072")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "120000")
             // The broker answers CONCURRENT_TRANSACTIONS to the first AddPartitionsToTxn of a
