@@ -178,7 +178,13 @@ impl SeqState {
 
     /// Whether the input being processed already had its outputs published.
     pub fn replaying(&self) -> bool {
-        self.last_offset < self.published_below || self.last_offset <= self.replay_until
+        self.last_offset < self.replay_target()
+    }
+
+    /// The first input offset whose outputs were not all published yet: a recovery replays
+    /// silently up to here, then goes live.
+    pub fn replay_target(&self) -> i64 {
+        self.published_below.max(self.replay_until + 1)
     }
 }
 

@@ -705,7 +705,7 @@ impl<J: Job> Ctx<'_, J> {
             if self.opts.until_end {
                 slot.end_offset = watermarks(self.consumer, &self.input, p)?.1;
             }
-            let target = slot.seq.published_below.max(slot.seq.replay_until + 1);
+            let target = slot.seq.replay_target();
             info!(
                 partition = p,
                 snapshot_offset = slot.next_offset,
@@ -808,8 +808,7 @@ impl<J: Job> Ctx<'_, J> {
             let slot = self.slots.get_mut(&p).expect("present");
             let touched = touched.contains(&p);
             // Caught up with what was published: the next input is past it.
-            let recovered = slot.recovering
-                && slot.next_offset >= slot.seq.published_below.max(slot.seq.replay_until + 1);
+            let recovered = slot.recovering && slot.next_offset >= slot.seq.replay_target();
             if !touched && !recovered {
                 continue;
             }
@@ -831,7 +830,7 @@ impl<J: Job> Ctx<'_, J> {
                 self.counters.ops.set_recovering(p, 0);
                 info!(partition = p, offset = slot.next_offset, "recovered: live");
             } else if slot.recovering {
-                let target = slot.seq.published_below.max(slot.seq.replay_until + 1);
+                let target = slot.seq.replay_target();
                 self.counters
                     .ops
                     .set_recovering(p, (target - slot.next_offset).max(0));
