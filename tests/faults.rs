@@ -20,8 +20,7 @@ use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::{parse_order, BookMessage, TradeMessage};
 use kappa_exchange::topics::TopicLayout;
 use rand::{Rng, SeedableRng};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,18 +40,6 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn run_async<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn admin(k: &KafkaArgs) -> AdminClient<DefaultClientContext> {
-    k.admin().create().unwrap()
 }
 
 /// Publishes `items` at `rate` orders/s on a thread.
@@ -590,7 +577,7 @@ fn kafka_expired_outputs_are_not_published_again_after_a_restart() {
                 .set("segment.ms", "1000")
         })
         .collect();
-    for r in run_async(admin(&p.kafka).alter_configs(&configs, &AdminOptions::new())).unwrap() {
+    for r in block_on(admin(&p.kafka).alter_configs(&configs, &AdminOptions::new())).unwrap() {
         r.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -669,7 +656,7 @@ fn kafka_truncated_input_or_another_configuration_is_refused_with_the_way_out() 
         tpl.add_partition_offset(&orders, q, Offset::Offset(high))
             .unwrap();
     }
-    run_async(admin(&p.kafka).delete_records(&tpl, &AdminOptions::new())).unwrap();
+    block_on(admin(&p.kafka).delete_records(&tpl, &AdminOptions::new())).unwrap();
     let err = refused(&["--transactional-id", "mm-0", "--idle-exit-ms", "1500"]);
     assert!(err.contains("refusing to start"), "{err}");
     assert!(err.contains("input messages it needs are gone"), "{err}");

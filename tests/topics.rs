@@ -9,12 +9,11 @@ mod support;
 use kappa_exchange::runtime::broker::{ensure_topics, Ensured};
 use kappa_exchange::runtime::kafka::{read_topic, KafkaArgs};
 use kappa_exchange::topics::{Topic, TopicLayout};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::Duration;
-use support::real_kafka;
+use support::{admin, block_on, real_kafka};
 
 fn namespace(name: &str) -> KafkaArgs {
     let mut k = KafkaArgs::new(real_kafka());
@@ -26,22 +25,11 @@ fn namespace(name: &str) -> KafkaArgs {
     k
 }
 
-fn admin(k: &KafkaArgs) -> AdminClient<DefaultClientContext> {
-    k.admin().create().unwrap()
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn config_of(k: &KafkaArgs, topic: &str, key: &str) -> Option<String> {
-    let r =
-        run(admin(k).describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()))
-            .unwrap();
+    let r = block_on(
+        admin(k).describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()),
+    )
+    .unwrap();
     let res = r.into_iter().next().unwrap().unwrap();
     res.get(key).and_then(|e| e.value.clone())
 }
@@ -159,7 +147,7 @@ fn kafka_existing_topics_that_cannot_work_are_refused_with_the_reason() {
             NewTopic::new(&orders, 4, TopicReplication::Fixed(1)),
             |t, (key, v)| t.set(key, v),
         );
-        let created = run(admin(&k).create_topics(&[topic], &AdminOptions::new())).unwrap();
+        let created = block_on(admin(&k).create_topics(&[topic], &AdminOptions::new())).unwrap();
         assert!(created[0].is_ok(), "{created:?}");
         let err = ensure_topics(&k, &layout.plan(&k.topic_prefix))
             .unwrap_err()
@@ -201,7 +189,7 @@ fn kafka_the_generator_counts_only_delivered_orders_and_fails_loudly_on_a_lost_o
     let k = namespace("deliveries");
     let topic = format!("{}tiny", k.topic_prefix);
     let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "1000");
-    let created = run(admin(&k).create_topics(&[new], &AdminOptions::new())).unwrap();
+    let created = block_on(admin(&k).create_topics(&[new], &AdminOptions::new())).unwrap();
     assert!(created[0].is_ok(), "{created:?}");
     let small = |i: u64| {
         (
@@ -233,5 +221,5 @@ fn kafka_the_generator_counts_only_delivered_orders_and_fails_loudly_on_a_lost_o
         "{err}"
     );
     assert!(err.contains("5000 bytes"), "{err}");
-    let _ = run(admin(&k).delete_topics(&[&topic], &AdminOptions::new()));
+    let _ = block_on(admin(&k).delete_topics(&[&topic], &AdminOptions::new()));
 }

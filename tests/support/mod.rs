@@ -293,6 +293,22 @@ pub fn wait_stable(p: &Pipeline, topic: &str) {
     }
 }
 
+/// Runs a future (an Admin API call) to completion on a small runtime of its own.
+#[allow(dead_code)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// An Admin API client for `k`'s cluster.
+#[allow(dead_code)]
+pub fn admin(k: &KafkaArgs) -> rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> {
+    k.admin().create().unwrap()
+}
+
 /// Kills (and reaps) its child processes when dropped, so a failing test leaves nothing behind.
 pub struct Killed(pub Vec<Child>);
 
