@@ -33,6 +33,11 @@ struct Args {
     /// Levels per side in book updates (1-10).
     #[arg(long, default_value_t = 5)]
     depth: usize,
+    /// Finished orders whose ids stay reserved (per `orders` partition): a new order reusing the
+    /// id of a live order or of one of the last N finished ones is rejected `duplicate_order_id`.
+    /// Memory ≈ 20 bytes × N per partition. Changing it invalidates snapshots (rebuild by replay).
+    #[arg(long, env = "MM_FINISHED_IDS_WINDOW", default_value_t = kappa_engine::DEFAULT_FINISHED_IDS_WINDOW)]
+    finished_ids_window: usize,
     /// Exit once caught up and idle for this many milliseconds (batch/replay runs).
     #[arg(long)]
     idle_exit_ms: Option<u64>,
@@ -51,7 +56,10 @@ fn main() -> anyhow::Result<()> {
         group: a.group,
         batch_size: a.batch_size.max(1),
         idle_exit: a.idle_exit_ms.map(Duration::from_millis),
-        depth_levels: a.depth,
+        engine: kappa_engine::EngineConfig {
+            depth_levels: a.depth,
+            finished_ids_window: a.finished_ids_window,
+        },
         runtime: a.runtime,
         output_prefix: a.output_prefix,
     };

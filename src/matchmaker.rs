@@ -29,7 +29,8 @@ pub struct Options {
     pub batch_size: usize,
     /// Exit once every assigned partition is caught up and nothing arrived for this long.
     pub idle_exit: Option<Duration>,
-    pub depth_levels: usize,
+    /// Depth levels and the duplicate-id window.
+    pub engine: EngineConfig,
     /// Transactions and snapshots.
     pub runtime: LoopArgs,
     /// Prefix for the output topics only (the input stays `orders` under the Kafka prefix):
@@ -43,7 +44,7 @@ impl Default for Options {
             group: "match-maker".into(),
             batch_size: 5_000,
             idle_exit: None,
-            depth_levels: 5,
+            engine: EngineConfig::default(),
             runtime: LoopArgs::default(),
             output_prefix: None,
         }
@@ -59,7 +60,7 @@ pub struct MatchMaker<'a> {
     instruments: &'a Instruments,
     input: String,
     outputs: Topics,
-    depth_levels: usize,
+    config: EngineConfig,
     /// Partitions of `orders`: an instrument's orders must all arrive on its own partition.
     order_partitions: i32,
     events: Vec<Event>,
@@ -73,13 +74,13 @@ impl<'a> MatchMaker<'a> {
         input: String,
         outputs: Topics,
         order_partitions: i32,
-        depth_levels: usize,
+        config: EngineConfig,
     ) -> Self {
         MatchMaker {
             instruments,
             input,
             outputs,
-            depth_levels,
+            config,
             order_partitions,
             events: Vec::with_capacity(256),
             depth: Vec::with_capacity(16),
@@ -92,7 +93,7 @@ impl<'a> MatchMaker<'a> {
         id: kappa_engine::InstrumentId,
         out: &Emitter<'_>,
     ) -> BookMessage {
-        let depth = engine.depth(id, self.depth_levels);
+        let depth = engine.depth(id, self.config.depth_levels);
         BookMessage::new(
             id,
             &depth.bids,
@@ -133,19 +134,15 @@ impl Job for MatchMaker<'_> {
     }
 
     fn new_state(&mut self, _partition: i32) -> Engine {
-        Engine::with_config(
-            self.instruments.clone(),
-            EngineConfig {
-                depth_levels: self.depth_levels,
-            },
-        )
+        Engine::with_config(self.instruments.clone(), self.config)
     }
 
     fn fingerprint(&self) -> String {
         format!(
-            "engine state v{}, depth {}, {} orders partitions, instruments {}",
+            "engine state v{}, depth {}, finished-ids window {}, {} orders partitions, instruments {}",
             kappa_engine::STATE_VERSION,
-            self.depth_levels,
+            self.config.depth_levels,
+            self.config.finished_ids_window,
             self.order_partitions,
             crate::config::instruments_fingerprint(self.instruments)
         )
@@ -289,7 +286,7 @@ pub fn run(
         topics.orders.clone(),
         outputs,
         partition_count(&reader, &topics.orders)?,
-        opts.depth_levels,
+        opts.engine,
     );
     let changelog = kafka.changelog_topic(opts.output_prefix.as_deref(), job.name());
     let loop_opts = processor::Options {

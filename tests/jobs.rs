@@ -125,7 +125,15 @@ fn match_maker_outputs_do_not_depend_on_batching_or_restarts() {
     let inst = instruments();
     let input = orders(20_000, 5);
     // One orders partition: every instrument is matched here.
-    let make = || MatchMaker::new(&inst, "orders".into(), Topics::default(), 1, 5);
+    let make = || {
+        MatchMaker::new(
+            &inst,
+            "orders".into(),
+            Topics::default(),
+            1,
+            kappa_engine::EngineConfig::default(),
+        )
+    };
     check(make, &input, &[1, 7, 500], false, "match maker");
     // After a restore, the book of every instrument is published again.
     let (_, states) = run(make, &input, 20_000, None, false);

@@ -3,7 +3,13 @@
 //! ```text
 //! cargo bench -p kappa-engine --bench engine                      # all three profiles
 //! cargo bench -p kappa-engine --bench engine -- --profile mixed --messages 2000000 --depth-every 1
+//! cargo bench -p kappa-engine --bench engine -- --ids sparse     # random 64-bit order ids
 //! ```
+//!
+//! `--ids` rewrites the stream's order ids with a bijection (same orders, same matching):
+//! `dense` as generated (consecutive), `shuffled` (each block of 65 536 consecutive ids permuted,
+//! so ids arrive out of order with gaps), `sparse` (every id mixed over all 64 bits, like random
+//! ids from many clients).
 //!
 //! The stream is generated first; only the engine loop is timed. Every event and depth update is
 //! folded into a checksum so nothing is optimized away. Throughput comes from an untimed-per-
@@ -16,7 +22,31 @@ use kappa_engine::{DepthUpdate, Engine, Event, EventBody, Instruments, Request};
 use std::hint::black_box;
 use std::time::Instant;
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ids {
+    Dense,
+    Shuffled,
+    Sparse,
+}
+
+/// Rewrites an order id (a bijection on u64, so distinct ids stay distinct).
+fn remap(ids: Ids, id: u64) -> u64 {
+    match ids {
+        Ids::Dense => id,
+        // An odd multiplier permutes the low 16 bits.
+        Ids::Shuffled => (id & !0xffff) | (id.wrapping_mul(40_503) & 0xffff),
+        // splitmix64's finalizer: invertible xor-shifts and odd multiplications.
+        Ids::Sparse => {
+            let mut z = id;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+}
+
 struct Args {
+    ids: Vec<Ids>,
     profiles: Vec<Profile>,
     messages: Option<usize>,
     depth_every: usize,
@@ -25,6 +55,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
+        ids: vec![Ids::Dense],
         profiles: vec![Profile::Mixed, Profile::Passive, Profile::Sweeping],
         messages: None,
         depth_every: 1,
@@ -39,6 +70,15 @@ fn parse_args() -> Args {
                     Some("passive") => vec![Profile::Passive],
                     Some("sweeping") => vec![Profile::Sweeping],
                     other => panic!("unknown profile {other:?} (mixed|passive|sweeping)"),
+                }
+            }
+            "--ids" => {
+                args.ids = match it.next().as_deref() {
+                    Some("dense") => vec![Ids::Dense],
+                    Some("shuffled") => vec![Ids::Shuffled],
+                    Some("sparse") => vec![Ids::Sparse],
+                    Some("all") => vec![Ids::Dense, Ids::Shuffled, Ids::Sparse],
+                    other => panic!("unknown ids {other:?} (dense|shuffled|sparse|all)"),
                 }
             }
             "--messages" => args.messages = it.next().and_then(|v| v.parse().ok()),
@@ -184,7 +224,11 @@ fn main() {
         "kappa-engine benchmark (depth drained every {} message(s), seed {})",
         args.depth_every, args.seed
     );
-    for profile in args.profiles {
+    for (profile, ids) in args
+        .profiles
+        .iter()
+        .flat_map(|&p| args.ids.iter().map(move |&i| (p, i)))
+    {
         let messages = args.messages.unwrap_or(match profile {
             Profile::Mixed => 2_000_000,
             _ => 1_000_000,
@@ -196,7 +240,14 @@ fn main() {
             ..Default::default()
         };
         let g = Instant::now();
-        let stream = generate(&cfg, &instruments);
+        let mut stream = generate(&cfg, &instruments);
+        for r in &mut stream {
+            match r {
+                Request::New(n) => n.order_id = remap(ids, n.order_id),
+                Request::Cancel(c) => c.order_id = remap(ids, c.order_id),
+                Request::Amend(a) => a.order_id = remap(ids, a.order_id),
+            }
+        }
         let news = stream
             .iter()
             .filter(|r| matches!(r, Request::New(_)))
@@ -206,7 +257,7 @@ fn main() {
             .filter(|r| matches!(r, Request::Cancel(_)))
             .count();
         println!(
-            "\n== {profile:?}: {} messages ({:.0}% new, {:.0}% cancel, {:.0}% amend), {} instruments; generated in {:.2}s",
+            "\n== {profile:?}, {ids:?} ids: {} messages ({:.0}% new, {:.0}% cancel, {:.0}% amend), {} instruments; generated in {:.2}s",
             stream.len(),
             100.0 * news as f64 / stream.len() as f64,
             100.0 * cancels as f64 / stream.len() as f64,
@@ -243,10 +294,11 @@ fn main() {
         );
         let (book_bytes, index_bytes) = t.peak_heap;
         println!(
-            "book            peak {} resting orders; {} B/resting order in slab+levels; id index {:.1} MiB (all ids ever, for duplicate detection)",
+            "book            peak {} resting orders; {} B/resting order in slab+levels; id index {:.1} MiB (live ids + the last {} finished)",
             t.peak_resting,
             book_bytes / t.peak_resting.max(1),
-            index_bytes as f64 / (1 << 20) as f64
+            index_bytes as f64 / (1 << 20) as f64,
+            kappa_engine::DEFAULT_FINISHED_IDS_WINDOW
         );
     }
 }

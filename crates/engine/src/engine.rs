@@ -17,8 +17,11 @@
 //!   new price that crosses trades immediately as a taker (STP applies, post-only orders are
 //!   rejected instead).
 //! - Cancel/amend of an unknown order, a finished order, another trader's order, or naming the
-//!   wrong instrument is rejected with that reason. Order ids are unique for the engine's
-//!   lifetime: the engine remembers every id it accepted.
+//!   wrong instrument is rejected with that reason.
+//! - Duplicate ids: a new order whose id belongs to a live order, or to one of the last
+//!   [`EngineConfig::finished_ids_window`] finished orders, is rejected (`DuplicateOrderId`);
+//!   older ids are forgotten, so memory follows live orders, not history (see the `index` module).
+//!   A forgotten id's cancel is `UnknownOrder` rather than `OrderNotActive`.
 //!
 //! Nothing here reads a clock, does I/O, spawns threads or iterates a hash map, so the same
 //! commands always produce the same events.
@@ -39,11 +42,22 @@ use serde::{Deserialize, Serialize};
 pub struct EngineConfig {
     /// Levels per side in emitted depth updates (1..=[`MAX_DEPTH_LEVELS`]; default 5).
     pub depth_levels: usize,
+    /// How many finished orders' ids stay reserved: a new order reusing the id of a live order
+    /// or of one of the last `finished_ids_window` finished orders is rejected as
+    /// `duplicate_order_id` (default [`DEFAULT_FINISHED_IDS_WINDOW`]). Memory: ≈ 12–20 bytes per
+    /// remembered id (see the `index` module).
+    pub finished_ids_window: usize,
 }
+
+/// Default [`EngineConfig::finished_ids_window`].
+pub const DEFAULT_FINISHED_IDS_WINDOW: usize = 100_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { depth_levels: 5 }
+        EngineConfig {
+            depth_levels: 5,
+            finished_ids_window: DEFAULT_FINISHED_IDS_WINDOW,
+        }
     }
 }
 
@@ -198,7 +212,7 @@ impl Engine {
             config,
             books,
             slab: Slab::default(),
-            orders: OrderIndex::default(),
+            orders: OrderIndex::new(config.finished_ids_window),
             next_seq: 1,
             next_trade_id: 1,
             dirty: Vec::new(),
@@ -355,11 +369,12 @@ impl Engine {
         };
         if r.time_in_force == TimeInForce::Fok && !self.fillable(&taker) {
             let update = taker.cancelled(CancelReason::FokUnfillable);
+            self.orders.finish(r.order_id);
             return self.emit(out, EventBody::Order(update));
         }
         let self_trade = self.match_taker(&mut taker, out);
         if taker.leaves == 0 {
-            return;
+            return self.orders.finish(r.order_id);
         }
         let reason = if self_trade {
             CancelReason::SelfTradePrevention
@@ -390,6 +405,7 @@ impl Engine {
                 (OrderType::Limit, TimeInForce::Ioc) => CancelReason::IocRemainder,
             }
         };
+        self.orders.finish(r.order_id);
         self.emit(out, EventBody::Order(taker.cancelled(reason)));
     }
 
@@ -420,7 +436,7 @@ impl Engine {
     /// Frees slot `i` and marks its order finished.
     fn finish(&mut self, i: u32) {
         let id = self.slab.get(i).id;
-        self.orders.set(id, FINISHED);
+        self.orders.finish(id);
         self.slab.release(i);
     }
 
@@ -526,7 +542,7 @@ impl Engine {
                 emit(out, next_seq, EventBody::Order(taker.update(taker_status)));
                 if maker_done {
                     let next = maker.next;
-                    orders.set(maker.id, FINISHED);
+                    orders.finish(maker.id);
                     slab.release(mi);
                     level.head = next;
                     level.count -= 1;

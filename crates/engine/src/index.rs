@@ -1,38 +1,63 @@
-//! The order-id index: order id → slot of the live order, or "finished".
+//! The order-id index: order id → slot of the live order, or "recently finished".
 //!
-//! Client order ids are usually dense and increasing, and cancels target recent orders. With a
-//! million remembered ids, a hash map makes nearly every lookup a cache miss (profiling showed
-//! that miss at ~40 % of engine time). So ids are kept in two places:
+//! **Duplicate-id policy.** A new order is refused as `duplicate_order_id` when its id belongs to
+//! a live (resting) order, or to one of the last `window` orders that finished (filled,
+//! cancelled, expired), counted in the order their final `OrderUpdate` events were emitted. Older
+//! ids are forgotten and may be used again. So the index holds at most
+//! `live orders + window` ids, whatever the history; `window` is [`crate::EngineConfig`]'s
+//! `finished_ids_window`.
 //!
-//! - a **dense window**: a `Vec<u32>` indexed by `id - base`, 4 bytes per id, extended whenever
-//!   a new id lies at most [`MAX_GAP`] past its end. Recent ids sit together at its end, so
-//!   their entries stay in cache;
-//! - a **sparse map** (FxHash) for every id that does not fit the window (old ids below it,
-//!   ids far above it, random ids). The gap bound caps the window's waste at `4 × MAX_GAP`
-//!   bytes per id, whatever ids clients choose.
+//! **Layout, for speed.** Client order ids are usually dense and increasing, and cancels target
+//! recent orders. With a hash map over hundreds of thousands of ids nearly every lookup is a cache
+//! miss (profiling once showed it at ~40 % of engine time), so ids live in two places:
+//!
+//! - a **dense window**: a ring of `u32` indexed by `id - base`, 4 bytes per id, extended whenever
+//!   a new id lies at most [`MAX_GAP`] past its end, and trimmed at its front as ids are
+//!   forgotten. When it grows past [`OrderIndex::dense_cap`] (a long-lived order pins its front),
+//!   the oldest entries move to the map, so the window stays bounded too;
+//! - a **sparse map** (FxHash) for every id that does not fit the window (old ids below it, ids
+//!   far above it, random ids).
+//!
+//! Lookups never iterate the map, and the serialized form lists ids in a canonical order, so the
+//! same commands give the same events and the same snapshot bytes.
 
 use crate::types::OrderId;
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::VecDeque;
 
-/// Marker for an id that was accepted and whose order is now finished.
+/// Marker for an id whose order finished and which is still remembered.
 pub(crate) const FINISHED: u32 = u32::MAX;
-/// Marker for an id in the window that was never used.
+/// Marker for an id in the window that is not recorded.
 const EMPTY: u32 = u32::MAX - 1;
 /// Largest jump past the window's end that still extends it.
 pub(crate) const MAX_GAP: u64 = 64;
+/// Dense-window entries always allowed on top of twice the finished window.
+const DENSE_SLACK: usize = 1 << 16;
 
-/// Every order id the engine has accepted, with the slot of the live ones.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Live order ids with their slots, plus a bounded window of recently finished ids.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct OrderIndex {
+    /// How many finished ids are remembered.
+    window: usize,
+    /// Finished ids still remembered, oldest first (`len() <= window`).
+    finished: VecDeque<OrderId>,
     base: OrderId,
-    dense: Vec<u32>,
+    dense: VecDeque<u32>,
     sparse: FxHashMap<OrderId, u32>,
 }
 
 impl OrderIndex {
+    /// An empty index remembering the last `window` finished ids.
+    pub fn new(window: usize) -> Self {
+        OrderIndex {
+            window,
+            ..Default::default()
+        }
+    }
+
     #[inline]
-    fn window(&self, id: OrderId) -> Option<usize> {
+    fn position(&self, id: OrderId) -> Option<usize> {
         let offset = id.wrapping_sub(self.base);
         (id >= self.base && offset < self.dense.len() as u64).then_some(offset as usize)
     }
@@ -40,7 +65,7 @@ impl OrderIndex {
     /// The slot (or [`FINISHED`]) recorded for `id`.
     #[inline]
     pub fn get(&self, id: OrderId) -> Option<u32> {
-        match self.window(id) {
+        match self.position(id) {
             Some(i) => match self.dense[i] {
                 EMPTY => None,
                 v => Some(v),
@@ -54,16 +79,26 @@ impl OrderIndex {
         self.get(id).is_some()
     }
 
-    /// Records `slot` (or [`FINISHED`]) for `id`.
+    /// Most dense-window entries kept before the oldest move to the map.
+    fn dense_cap(&self) -> usize {
+        2 * self.window + DENSE_SLACK
+    }
+
+    /// Records `slot` for `id` (a live order; or [`FINISHED`] for an order that was just accepted
+    /// and is not resting yet — call [`OrderIndex::finish`] when it is done).
     #[inline]
     pub fn set(&mut self, id: OrderId, slot: u32) {
         debug_assert!(slot != EMPTY);
-        if let Some(i) = self.window(id) {
+        if let Some(i) = self.position(id) {
             self.dense[i] = slot;
             return;
         }
-        if self.dense.is_empty() && self.sparse.is_empty() {
+        if self.dense.is_empty() {
+            // Restart the window at this id (anything recorded lives in the map).
             self.base = id;
+            self.sparse.remove(&id);
+            self.dense.push_back(slot);
+            return;
         }
         let end = self.base.wrapping_add(self.dense.len() as u64);
         if id >= end && id - end <= MAX_GAP && id >= self.base {
@@ -73,18 +108,74 @@ impl OrderIndex {
                     true => EMPTY,
                     false => self.sparse.remove(&skipped).unwrap_or(EMPTY),
                 };
-                self.dense.push(v);
+                self.dense.push_back(v);
             }
             if !self.sparse.is_empty() {
                 self.sparse.remove(&id);
             }
-            self.dense.push(slot);
+            self.dense.push_back(slot);
+            if self.dense.len() > self.dense_cap() {
+                self.spill_front();
+            }
         } else {
             self.sparse.insert(id, slot);
         }
     }
 
-    /// Number of ids recorded.
+    /// Moves the window's oldest entries to the map until it is within its cap.
+    #[cold]
+    fn spill_front(&mut self) {
+        let keep = self.dense_cap() / 2;
+        while self.dense.len() > keep {
+            let v = self.dense.pop_front().expect("non-empty");
+            if v != EMPTY {
+                self.sparse.insert(self.base, v);
+            }
+            self.base += 1;
+        }
+        self.trim_front();
+    }
+
+    /// Drops forgotten ids from the window's front.
+    #[inline]
+    fn trim_front(&mut self) {
+        while self.dense.front() == Some(&EMPTY) {
+            self.dense.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Marks `id` finished: it stays a duplicate for the next `window` finished orders.
+    #[inline]
+    pub fn finish(&mut self, id: OrderId) {
+        if self.window == 0 {
+            self.forget(id);
+            return;
+        }
+        self.set(id, FINISHED);
+        if self.finished.len() == self.window {
+            let oldest = self.finished.pop_front().expect("window > 0");
+            self.forget(oldest);
+        }
+        self.finished.push_back(id);
+    }
+
+    /// Removes `id`.
+    #[inline]
+    fn forget(&mut self, id: OrderId) {
+        match self.position(id) {
+            Some(0) => {
+                self.dense[0] = EMPTY;
+                self.trim_front();
+            }
+            Some(i) => self.dense[i] = EMPTY,
+            None => {
+                self.sparse.remove(&id);
+            }
+        }
+    }
+
+    /// Number of ids recorded (live and remembered finished).
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.dense.iter().filter(|&&v| v != EMPTY).count() + self.sparse.len()
@@ -93,7 +184,60 @@ impl OrderIndex {
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
         let buckets = (self.sparse.capacity() * 8 / 7).next_power_of_two();
-        self.dense.capacity() * 4 + buckets * (std::mem::size_of::<(OrderId, u32)>() + 1)
+        self.dense.capacity() * 4
+            + self.finished.capacity() * 8
+            + buckets * (std::mem::size_of::<(OrderId, u32)>() + 1)
+    }
+}
+
+/// The serialized index: what it means, not how it is laid out.
+#[derive(Serialize, Deserialize)]
+struct IndexState {
+    window: usize,
+    /// Finished ids still remembered, oldest first.
+    finished: Vec<OrderId>,
+    /// Live orders `(id, slot)`, by id.
+    live: Vec<(OrderId, u32)>,
+}
+
+impl Serialize for OrderIndex {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let dense = self
+            .dense
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (self.base + i as u64, v));
+        let mut live: Vec<(OrderId, u32)> = dense
+            .chain(self.sparse.iter().map(|(&id, &v)| (id, v)))
+            .filter(|&(_, v)| v != EMPTY && v != FINISHED)
+            .collect();
+        live.sort_unstable();
+        IndexState {
+            window: self.window,
+            finished: self.finished.iter().copied().collect(),
+            live,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderIndex {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let state = IndexState::deserialize(deserializer)?;
+        if state.finished.len() > state.window {
+            return Err(serde::de::Error::custom(
+                "more finished ids than the window holds",
+            ));
+        }
+        let mut index = OrderIndex::new(state.window);
+        for (id, slot) in state.live {
+            index.set(id, slot);
+        }
+        for &id in &state.finished {
+            index.set(id, FINISHED);
+        }
+        index.finished = state.finished.into();
+        Ok(index)
     }
 }
 
@@ -103,7 +247,7 @@ mod tests {
 
     #[test]
     fn dense_ids_use_the_window_and_others_the_map() {
-        let mut idx = OrderIndex::default();
+        let mut idx = OrderIndex::new(10_000);
         for id in 1000..2000u64 {
             assert!(!idx.contains(id));
             idx.set(id, (id % 7) as u32);
@@ -121,11 +265,11 @@ mod tests {
             assert_eq!(idx.get(id), Some(3));
         }
         assert_eq!(idx.sparse.len(), 4);
-        idx.set(1500, FINISHED);
+        idx.finish(1500);
         assert_eq!(idx.get(1500), Some(FINISHED));
         assert_eq!(idx.len(), 1005);
         // An id in the map is never shadowed by a later window extension.
-        let mut idx = OrderIndex::default();
+        let mut idx = OrderIndex::new(10);
         idx.set(10, 1);
         idx.set(100, 2); // beyond the gap: sparse
         for id in 11..=100u64 {
@@ -146,12 +290,86 @@ mod tests {
     }
 
     #[test]
-    fn waste_is_bounded_for_spread_out_ids() {
-        let mut idx = OrderIndex::default();
-        for k in 0..10_000u64 {
-            idx.set(k * 1_000_003, 1);
+    fn finished_ids_are_remembered_for_the_window_then_forgotten() {
+        for (window, ids) in [
+            (3usize, (1..=20u64).collect::<Vec<_>>()),
+            (3, (1..=20u64).map(|k| k * 1_000_003).collect()),
+            (0, (1..=20u64).collect()),
+        ] {
+            let mut idx = OrderIndex::new(window);
+            for (n, &id) in ids.iter().enumerate() {
+                idx.set(id, FINISHED);
+                idx.finish(id);
+                // The last `window` finished ids are known, the ones before forgotten.
+                for (k, &old) in ids[..=n].iter().enumerate() {
+                    let remembered = n - k < window;
+                    assert_eq!(idx.contains(old), remembered, "window {window}, id {old}");
+                }
+                assert!(idx.len() <= window);
+            }
+            // A forgotten id can be used again, and is then live.
+            idx.set(ids[0], 7);
+            assert_eq!(idx.get(ids[0]), Some(7));
         }
-        assert!(idx.dense.len() <= 1, "far-apart ids do not grow the window");
-        assert_eq!(idx.len(), 10_000);
+    }
+
+    #[test]
+    fn memory_follows_live_orders_and_the_window_not_history() {
+        // 300 k dense ids, 1 000 live at a time, window 5 000: the index stays small.
+        let window = 5_000;
+        let mut idx = OrderIndex::new(window);
+        let mut peak = 0;
+        for id in 0..300_000u64 {
+            idx.set(id, (id % 1000) as u32);
+            if id >= 1000 {
+                idx.finish(id - 1000);
+            }
+            peak = peak.max(idx.len());
+        }
+        assert_eq!(peak, 1000 + window);
+        assert!(idx.dense.len() <= idx.dense_cap());
+        // One order that never finishes does not pin the window: it moves to the map.
+        let mut idx = OrderIndex::new(window);
+        idx.set(0, 42);
+        for id in 1..300_000u64 {
+            idx.set(id, 1);
+            idx.finish(id);
+        }
+        assert_eq!(idx.get(0), Some(42));
+        assert!(idx.dense.len() <= idx.dense_cap(), "{}", idx.dense.len());
+        assert_eq!(idx.len(), 1 + window);
+        // Random ids: the map holds only live and remembered ids.
+        let mut idx = OrderIndex::new(window);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            idx.set(x, FINISHED);
+            idx.finish(x);
+        }
+        assert_eq!(idx.len(), window);
+        assert!(idx.heap_bytes() < 1 << 20, "{}", idx.heap_bytes());
+    }
+
+    #[test]
+    fn serialized_form_is_canonical_and_round_trips() {
+        let mut a = OrderIndex::new(4);
+        for id in [5u64, 6, 7, 900, 8, 1 << 50] {
+            a.set(id, id as u32 % 100);
+        }
+        for id in [6u64, 900, 8] {
+            a.finish(id);
+        }
+        let bytes = serde_json::to_string(&a).unwrap();
+        let b: OrderIndex = serde_json::from_str(&bytes).unwrap();
+        assert_eq!(serde_json::to_string(&b).unwrap(), bytes);
+        for id in [5u64, 6, 7, 8, 900, 1 << 50, 4, 9] {
+            assert_eq!(a.get(id), b.get(id), "id {id}");
+        }
+        assert_eq!(
+            bytes,
+            r#"{"window":4,"finished":[6,900,8],"live":[[5,5],[7,7],[1125899906842624,0]]}"#
+        );
     }
 }

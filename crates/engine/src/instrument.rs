@@ -17,7 +17,7 @@ use crate::types::{FixedStr, InstrumentId, Lots, Symbol, Ticks};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Largest price in ticks / quantity in lots the engine accepts for any instrument (2^48). Keeps
 /// `price × quantity` far from overflow in downstream i128 notional arithmetic.
@@ -76,7 +76,8 @@ pub struct Instruments {
     specs: Vec<InstrumentSpec>,
     symbols: Vec<Symbol>,
     limits: Vec<Limits>,
-    by_symbol: HashMap<Symbol, InstrumentId>,
+    /// Ordered, so the serialized table is canonical.
+    by_symbol: BTreeMap<Symbol, InstrumentId>,
 }
 
 fn invalid(spec: &InstrumentSpec, problem: impl Into<String>) -> ConfigError {
@@ -105,7 +106,7 @@ impl Instruments {
         if specs.len() > u16::MAX as usize {
             return Err(ConfigError::TooMany);
         }
-        let mut by_symbol = HashMap::new();
+        let mut by_symbol = BTreeMap::new();
         let mut symbols = Vec::with_capacity(specs.len());
         let mut limits = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {

@@ -26,7 +26,7 @@ pub use command::{
     AmendOrder, AmendRequest, CancelOrder, CancelRequest, Command, Invalid, NewOrder, NewRequest,
     Request,
 };
-pub use engine::{Engine, EngineConfig, RestingOrder};
+pub use engine::{Engine, EngineConfig, RestingOrder, DEFAULT_FINISHED_IDS_WINDOW};
 pub use event::{
     Accepted, CancelReason, CommandKind, Depth, DepthLevel, DepthSide, DepthUpdate, Event,
     EventBody, OrderStatus, OrderUpdate, RejectReason, Rejected, Trade, MAX_DEPTH_LEVELS,
@@ -40,4 +40,4 @@ pub use types::{
 /// Version of the engine's serialized state ([`Engine`] with serde): bumped whenever a change
 /// makes an older snapshot mean something else, so a job refuses to restore it instead of
 /// diverging.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;

@@ -434,6 +434,7 @@ fn self_trade_on_amend_cancels_the_amended_order() {
 
 #[test]
 fn duplicate_order_ids_are_rejected_even_after_the_order_finished() {
+    // (Within the default window of finished ids.)
     let mut e = engine();
     e.apply(&Order::limit(1, "A", Buy, 100, 10).build());
     assert_eq!(
@@ -454,6 +455,47 @@ fn duplicate_order_ids_are_rejected_even_after_the_order_finished() {
     assert_eq!(
         rejection(&e.apply(&Order::limit(2, "A", Buy, 100, 10).build())),
         Some(RejectReason::DuplicateOrderId)
+    );
+}
+
+#[test]
+fn finished_ids_stay_reserved_for_the_window_then_are_forgotten() {
+    use kappa_engine::EngineConfig;
+    let config = EngineConfig {
+        finished_ids_window: 2,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::with_config(instruments(), config);
+    // Orders 1, 2, 3 finish in that order (cancel, IOC, fill); 4 rests.
+    e.apply(&Order::limit(1, "A", Buy, 100, 10).build());
+    e.apply(&cancel(1, "A"));
+    e.apply(
+        &Order::limit(2, "A", Buy, 100, 10)
+            .tif(TimeInForce::Ioc)
+            .build(),
+    );
+    e.apply(&Order::limit(4, "B", Sell, 101, 5).build());
+    e.apply(&Order::limit(3, "A", Buy, 101, 5).build());
+    let reuse =
+        |e: &mut Engine, id| rejection(&e.apply(&Order::limit(id, "C", Buy, 90, 1).build()));
+    // Maker 4's final update is emitted before taker 3's: the window holds [4, 3], and 1 and 2
+    // are forgotten.
+    assert_eq!(reuse(&mut e, 3), Some(RejectReason::DuplicateOrderId));
+    assert_eq!(reuse(&mut e, 4), Some(RejectReason::DuplicateOrderId));
+    assert_eq!(reuse(&mut e, 2), None, "forgotten: accepted again");
+    assert_eq!(
+        reuse(&mut e, 2),
+        Some(RejectReason::DuplicateOrderId),
+        "now live"
+    );
+    // A cancel of a forgotten id is an unknown order; of a remembered one, not active.
+    assert_eq!(
+        rejection(&e.apply(&cancel(1, "A"))),
+        Some(RejectReason::UnknownOrder)
+    );
+    assert_eq!(
+        rejection(&e.apply(&cancel(3, "A"))),
+        Some(RejectReason::OrderNotActive)
     );
 }
 

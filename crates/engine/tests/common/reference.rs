@@ -12,7 +12,7 @@ use kappa_engine::{
     OrderStatus, OrderType, OrderUpdate, RejectReason, Rejected, Request, Side, Ticks, TimeInForce,
     Trade, TraderId,
 };
-use std::collections::HashSet;
+use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
 pub struct RefOrder {
@@ -33,8 +33,9 @@ pub struct Reference {
     instruments: Instruments,
     depth_levels: usize,
     pub resting: Vec<RefOrder>,
-    /// Every order id ever accepted.
-    known: HashSet<OrderId>,
+    /// Ids of the last `window` finished orders, in the order of their final updates.
+    finished: VecDeque<OrderId>,
+    window: usize,
     seq: u64,
     trade_id: u64,
     priority: u64,
@@ -100,13 +101,15 @@ fn order_update(o: &RefOrder, status: OrderStatus) -> OrderUpdate {
 }
 
 impl Reference {
-    pub fn new(instruments: Instruments, depth_levels: usize) -> Self {
+    /// A model that remembers the last `window` finished orders' ids.
+    pub fn new(instruments: Instruments, depth_levels: usize, window: usize) -> Self {
         let n = instruments.len();
         Reference {
             instruments,
             depth_levels,
             resting: Vec::new(),
-            known: HashSet::new(),
+            finished: VecDeque::new(),
+            window,
             seq: 1,
             trade_id: 1,
             priority: 0,
@@ -158,7 +161,23 @@ impl Reference {
             Ok(Request::Cancel(r)) => self.cancel(r, &mut out),
             Ok(Request::Amend(r)) => self.amend(r, &mut out),
         }
+        // An order is finished when its final update (filled or cancelled) is emitted.
+        for e in &out {
+            if let EventBody::Order(u) = &e.body {
+                if matches!(u.status, OrderStatus::Filled | OrderStatus::Cancelled(_)) {
+                    self.finished.push_back(u.order_id);
+                    if self.finished.len() > self.window {
+                        self.finished.pop_front();
+                    }
+                }
+            }
+        }
         out
+    }
+
+    /// Whether `id` belongs to a live order or a remembered finished one.
+    fn known(&self, id: OrderId) -> bool {
+        self.finished.contains(&id) || self.resting.iter().any(|o| o.id == id)
     }
 
     /// Index of the best resting order the incoming order could meet next.
@@ -259,7 +278,7 @@ impl Reference {
     }
 
     fn new_order(&mut self, r: NewRequest, out: &mut Vec<Event>) {
-        if self.known.contains(&r.order_id) {
+        if self.known(r.order_id) {
             return self.reject(
                 out,
                 CommandKind::New,
@@ -279,7 +298,6 @@ impl Reference {
                 RejectReason::PostOnlyWouldCross,
             );
         }
-        self.known.insert(r.order_id);
         self.emit(
             out,
             EventBody::Accepted(Accepted {
@@ -343,7 +361,7 @@ impl Reference {
         instrument: InstrumentId,
     ) -> Result<usize, RejectReason> {
         match self.resting.iter().position(|o| o.id == id) {
-            None if self.known.contains(&id) => Err(RejectReason::OrderNotActive),
+            None if self.finished.contains(&id) => Err(RejectReason::OrderNotActive),
             None => Err(RejectReason::UnknownOrder),
             Some(i) if self.resting[i].trader != trader => Err(RejectReason::NotOrderOwner),
             Some(i) if self.resting[i].instrument != instrument => {
