@@ -1,7 +1,7 @@
 //! Engine benchmark: throughput and per-message latency on seeded synthetic streams.
 //!
 //! ```text
-//! cargo bench -p kappa-engine --bench engine                      # all three profiles
+//! cargo bench -p kappa-engine --bench engine                      # all four profiles
 //! cargo bench -p kappa-engine --bench engine -- --profile mixed --messages 2000000 --depth-every 1
 //! cargo bench -p kappa-engine --bench engine -- --ids sparse     # random 64-bit order ids
 //! ```
@@ -56,7 +56,12 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         ids: vec![Ids::Dense],
-        profiles: vec![Profile::Mixed, Profile::Passive, Profile::Sweeping],
+        profiles: vec![
+            Profile::Mixed,
+            Profile::Passive,
+            Profile::Sweeping,
+            Profile::Deep,
+        ],
         messages: None,
         depth_every: 1,
         seed: 42,
@@ -69,7 +74,8 @@ fn parse_args() -> Args {
                     Some("mixed") => vec![Profile::Mixed],
                     Some("passive") => vec![Profile::Passive],
                     Some("sweeping") => vec![Profile::Sweeping],
-                    other => panic!("unknown profile {other:?} (mixed|passive|sweeping)"),
+                    Some("deep") => vec![Profile::Deep],
+                    other => panic!("unknown profile {other:?} (mixed|passive|sweeping|deep)"),
                 }
             }
             "--ids" => {
@@ -134,6 +140,7 @@ struct Throughput {
     depth_updates: usize,
     trades: usize,
     peak_resting: usize,
+    peak_levels: usize,
     peak_heap: (usize, usize),
     checksum: u64,
 }
@@ -143,7 +150,7 @@ fn run_throughput(instruments: &Instruments, stream: &[Request], depth_every: us
     let mut out: Vec<Event> = Vec::with_capacity(4096);
     let mut depth: Vec<DepthUpdate> = Vec::with_capacity(64);
     let (mut sum, mut events, mut depth_updates, mut trades) = (0u64, 0usize, 0usize, 0usize);
-    let (mut peak_resting, mut peak_heap) = (0, (0, 0));
+    let (mut peak_resting, mut peak_heap, mut peak_levels) = (0, (0, 0), 0);
     let start = Instant::now();
     for (n, r) in stream.iter().enumerate() {
         engine.execute(*r, &mut out);
@@ -164,6 +171,7 @@ fn run_throughput(instruments: &Instruments, stream: &[Request], depth_every: us
         if n & 1023 == 0 && engine.resting_count() > peak_resting {
             peak_resting = engine.resting_count();
             peak_heap = engine.heap_bytes();
+            peak_levels = engine.level_count();
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -173,6 +181,7 @@ fn run_throughput(instruments: &Instruments, stream: &[Request], depth_every: us
         depth_updates,
         trades,
         peak_resting,
+        peak_levels,
         peak_heap,
         checksum: black_box(sum),
     }
@@ -294,8 +303,9 @@ fn main() {
         );
         let (book_bytes, index_bytes) = t.peak_heap;
         println!(
-            "book            peak {} resting orders; {} B/resting order in slab+levels; id index {:.1} MiB (live ids + the last {} finished)",
+            "book            peak {} resting orders on {} price levels; {} B/resting order in slab+levels; id index {:.1} MiB (live ids + the last {} finished)",
             t.peak_resting,
+            t.peak_levels,
             book_bytes / t.peak_resting.max(1),
             index_bytes as f64 / (1 << 20) as f64,
             kappa_engine::DEFAULT_FINISHED_IDS_WINDOW

@@ -424,10 +424,10 @@ impl Engine {
     fn unlink(&mut self, i: u32) {
         let s = *self.slab.get(i);
         let ladder = self.books[s.instrument.0 as usize].side_mut(s.side);
-        let index = ladder
+        let loc = ladder
             .locate(key_of(s.side, s.price))
             .expect("a resting order's level exists");
-        let rank = ladder.unlink(&mut self.slab, index, i, s.leaves);
+        let rank = ladder.unlink(&mut self.slab, loc, i, s.leaves);
         if rank < self.config.depth_levels {
             touch(&mut self.books, &mut self.dirty, s.instrument);
         }
@@ -445,7 +445,7 @@ impl Engine {
         let opposite = taker.side.opposite();
         let ladder = self.books[taker.instrument.0 as usize].side(opposite);
         let mut need = taker.leaves;
-        for level in ladder.levels.iter().rev() {
+        for level in ladder.iter_best_first() {
             let price = price_of(opposite, level.key);
             if let Some(limit) = taker.limit {
                 if !acceptable(taker.side, limit, price) {
@@ -486,17 +486,17 @@ impl Engine {
         let mut traded = false;
         let mut self_trade = false;
         'levels: while taker.leaves > 0 {
-            let Some(top) = ladder.levels.len().checked_sub(1) else {
+            let Some(best) = ladder.best() else {
                 break;
             };
-            let price = price_of(opposite, ladder.levels[top].key);
+            let price = price_of(opposite, best.key);
             if let Some(limit) = taker.limit {
                 if !acceptable(taker.side, limit, price) {
                     break;
                 }
             }
             loop {
-                let level = &mut ladder.levels[top];
+                let level = ladder.best_mut().expect("checked above");
                 let mi = level.head;
                 let maker = slab.get_mut(mi);
                 if maker.trader == taker.trader {
@@ -547,7 +547,7 @@ impl Engine {
                     level.head = next;
                     level.count -= 1;
                     if next == NIL {
-                        ladder.levels.pop();
+                        ladder.pop_best();
                         continue 'levels;
                     }
                     slab.get_mut(next).prev = NIL;
@@ -619,11 +619,11 @@ impl Engine {
             if leaves <= s.leaves {
                 // Same price, quantity down (or unchanged): keep time priority.
                 let ladder = self.books[s.instrument.0 as usize].side_mut(s.side);
-                let index = ladder
+                let loc = ladder
                     .locate(key_of(s.side, s.price))
                     .expect("a resting order's level exists");
-                ladder.levels[index].qty -= s.leaves - leaves;
-                let rank = ladder.rank(index);
+                ladder.level_mut(loc).qty -= s.leaves - leaves;
+                let rank = ladder.rank(loc);
                 self.slab.get_mut(i).leaves = leaves;
                 if leaves != s.leaves && rank < self.config.depth_levels {
                     touch(&mut self.books, &mut self.dirty, s.instrument);
@@ -736,9 +736,7 @@ impl Engine {
         let mut orders = Vec::new();
         for level in self.books[instrument.0 as usize]
             .side(side)
-            .levels
-            .iter()
-            .rev()
+            .iter_best_first()
         {
             let mut i = level.head;
             while i != NIL {
@@ -753,6 +751,11 @@ impl Engine {
     /// Number of resting orders across all books.
     pub fn resting_count(&self) -> usize {
         self.slab.live()
+    }
+
+    /// Number of price levels across all books and sides.
+    pub fn level_count(&self) -> usize {
+        self.books.iter().map(|b| b.bids.len() + b.asks.len()).sum()
     }
 
     /// Approximate heap bytes: (books and order slots, id index).

@@ -27,6 +27,9 @@ pub enum Profile {
     Passive,
     /// Deep passive book plus large aggressive orders that sweep several levels.
     Sweeping,
+    /// Passive flow spread uniformly over half the price range: a quarter of the stream rests
+    /// (tens of thousands of price levels per side), then inserts and cancels land at any depth.
+    Deep,
 }
 
 /// What to generate.
@@ -118,7 +121,10 @@ impl Generator {
             live: Vec::new(),
             next_id: config.first_order_id,
             // Cancels and amends only while enough orders rest, so the book keeps its depth.
-            min_live: (config.messages / 200).clamp(16, 10_000),
+            min_live: match config.profile {
+                Profile::Deep => config.messages / 4,
+                _ => (config.messages / 200).clamp(16, 10_000),
+            },
             emitted: 0,
             n_instruments,
         }
@@ -215,8 +221,11 @@ impl Generator {
                         )
                     }
                 }
-                Profile::Passive => {
-                    let off = pareto_ticks(rng, 1.2, mid / 2) + 1;
+                Profile::Passive | Profile::Deep => {
+                    let off = match config.profile {
+                        Profile::Deep => rng.random_range(1..(mid / 2).max(2)),
+                        _ => pareto_ticks(rng, 1.2, mid / 2) + 1,
+                    };
                     let tif = if rng.random_ratio(15, 100) {
                         TimeInForce::Ioc
                     } else {
@@ -291,7 +300,7 @@ impl Generator {
                 let (price, quantity) = if amend < 0.5 {
                     let away = if resting.side == Side::Buy { -1 } else { 1 };
                     // Passive flow only ever moves away from the mid, so it never crosses.
-                    let lo = if config.profile == Profile::Passive {
+                    let lo = if matches!(config.profile, Profile::Passive | Profile::Deep) {
                         0
                     } else {
                         -1

@@ -43,6 +43,11 @@ fn qty(symbol: usize, lots: i64) -> Decimal {
 
 /// Builds a command stream from raw ops. Prices cluster in a 12-tick band so books cross often.
 fn build(ops: &[Op]) -> Vec<Command> {
+    build_in_band(ops, 12)
+}
+
+/// [`build`] with prices spread over `band` ticks (a wide band makes deep books).
+fn build_in_band(ops: &[Op], band: i64) -> Vec<Command> {
     let mut issued: Vec<(OrderId, usize, usize)> = Vec::new(); // (id, trader, symbol)
     let mut next_id: OrderId = 1;
     let mut out = Vec::new();
@@ -50,14 +55,26 @@ fn build(ops: &[Op]) -> Vec<Command> {
         let symbol = (a % 2) as usize;
         let trader = (b % 3) as usize;
         let base = if symbol == 0 { 100 } else { 200 };
-        let ticks = base - 6 + (c % 12) as i64;
-        let lots = 1 + (big % 12) as i64;
+        let base = base.max(band / 2 + 10);
+        // `c` gives the low byte, `big`'s high byte the next one: 16 random bits.
+        let r = c as i64 | (big as i64 & 0xff00);
+        let ticks = base - band / 2 + r % band;
+        let mut lots = 1 + (big % 12) as i64;
+        if band > 12 && r % 10 == 0 {
+            lots *= 40; // a wide band's crossing orders sweep many levels
+        }
         match kind % 10 {
             0..=5 => {
                 let side = if flags & 1 == 0 {
                     Side::Buy
                 } else {
                     Side::Sell
+                };
+                // A wide band builds deep books: mostly bids below the middle, asks above.
+                let ticks = match side {
+                    _ if band <= 12 || r % 10 == 0 => ticks,
+                    Side::Buy => base - 1 - r % (band / 2),
+                    Side::Sell => base + 1 + r % (band / 2),
                 };
                 let (order_type, tif) = match (flags >> 1) % 10 {
                     0 => (OrderType::Market, TimeInForce::Ioc),
@@ -309,31 +326,47 @@ fn compare_books(engine: &Engine, reference: &Reference) {
     }
 }
 
+/// Runs `commands` through the engine and the reference model: identical events, depth and
+/// books after every command, invariants throughout.
+/// Returns the most price levels seen at once.
+fn differential(
+    commands: &[Command],
+    depth_levels: usize,
+    window: usize,
+) -> Result<usize, TestCaseError> {
+    let config = EngineConfig {
+        depth_levels,
+        finished_ids_window: window,
+    };
+    let mut engine = Engine::with_config(instruments(), config);
+    let mut reference = Reference::new(instruments(), depth_levels, window);
+    let mut ledger = Ledger::default();
+    let mut depth = Vec::new();
+    let mut peak_levels = 0;
+    for (n, cmd) in commands.iter().enumerate() {
+        let got = engine.apply(cmd);
+        peak_levels = peak_levels.max(engine.level_count());
+        let want = reference.apply(cmd);
+        prop_assert_eq!(&got, &want, "command #{}: {:?}", n, cmd);
+        ledger.record(&got);
+        check_invariants(&engine, &ledger);
+        compare_books(&engine, &reference);
+        // Drain depth every few commands (conflation), identically on both sides.
+        if n % 3 == 0 {
+            depth.clear();
+            engine.drain_depth(&mut depth);
+            prop_assert_eq!(&depth, &reference.drain_depth());
+        }
+    }
+    Ok(peak_levels)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_reference_and_keeps_invariants(ops in prop::collection::vec(op_strategy(), 1..300), depth_levels in 1usize..6, window in prop::sample::select(vec![0usize, 1, 2, 5, 17, 1000])) {
-        let commands = build(&ops);
-        let config = EngineConfig { depth_levels, finished_ids_window: window };
-        let mut engine = Engine::with_config(instruments(), config);
-        let mut reference = Reference::new(instruments(), depth_levels, window);
-        let mut ledger = Ledger::default();
-        let mut depth = Vec::new();
-        for (n, cmd) in commands.iter().enumerate() {
-            let got = engine.apply(cmd);
-            let want = reference.apply(cmd);
-            prop_assert_eq!(&got, &want, "command #{}: {:?}", n, cmd);
-            ledger.record(&got);
-            check_invariants(&engine, &ledger);
-            compare_books(&engine, &reference);
-            // Drain depth every few commands (conflation), identically on both sides.
-            if n % 3 == 0 {
-                depth.clear();
-                engine.drain_depth(&mut depth);
-                prop_assert_eq!(&depth, &reference.drain_depth());
-            }
-        }
+        differential(&build(&ops), depth_levels, window)?;
     }
 
     #[test]
@@ -365,6 +398,24 @@ proptest! {
         // The same state serializes to the same bytes, however it was reached.
         prop_assert_eq!(serde_json::to_string(&straight).unwrap(), serde_json::to_string(&restored).unwrap());
     }
+}
+
+/// Prices over 2 000 ticks: books with more levels than the ladder's near tier (64), so levels
+/// move between its tiers while orders are matched, cancelled and amended. Seeded streams (not
+/// proptest) so that the test can check the deep books really happened.
+#[test]
+fn deep_books_match_reference() {
+    use rand::{Rng, SeedableRng};
+    let mut deepest = 0;
+    for seed in 0..12 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let ops: Vec<Op> = (0..3000).map(|_| rng.random()).collect();
+        let peak = differential(&build_in_band(&ops, 2000), 5, 1000)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        deepest = deepest.max(peak);
+    }
+    // 2 instruments × 2 sides: above 4 × 64 levels, some side used its far tier.
+    assert!(deepest > 4 * 64, "only {deepest} levels");
 }
 
 #[test]
