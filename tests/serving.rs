@@ -25,6 +25,7 @@ use support::*;
 on_both_brokers!(
     market_view_serves_the_topics_and_accepts_orders,
     market_view_metrics_count_order_entry_outcomes,
+    market_view_caps_live_streams_and_retries_never_create_a_second_order,
 );
 
 struct Api {
@@ -449,4 +450,121 @@ fn market_view_metrics_count_order_entry_outcomes(on: On) {
             "missing {line:?} in\n{text}"
         );
     }
+}
+
+/// Starts market-view with `args` (and a live match maker) and waits until it is ready.
+fn serve(p: &Pipeline, args: &[&str]) -> (Api, Killed) {
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut all = vec!["--bind", bind.as_str()];
+    all.extend_from_slice(args);
+    let children = Killed(vec![
+        match_maker(p, &[]),
+        job(p, env!("CARGO_BIN_EXE_market-view"), &all),
+    ]);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        agent: ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(api.agent.get(&format!("{}/readyz", api.base)).call(), Ok(r) if r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "market-view never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (api, children)
+}
+
+fn market_view_caps_live_streams_and_retries_never_create_a_second_order(on: On) {
+    let p = start(on, TopicLayout::default());
+    let (api, _children) = serve(&p, &["--max-streams", "2", "--push-interval-ms", "50"]);
+
+    // Two streams fit; the third is refused 503 with Retry-After; closing one frees its slot.
+    let open = || {
+        api.agent
+            .get(&format!("{}/stream/TCS", api.base))
+            .call()
+            .map_err(Box::new)
+    };
+    let first = open().expect("first stream");
+    let second = open().expect("second stream");
+    match open() {
+        Err(e) if matches!(*e, ureq::Error::Status(503, _)) => {
+            let ureq::Error::Status(_, r) = *e else {
+                unreachable!()
+            };
+            assert_eq!(r.header("retry-after"), Some("5"));
+            let v: Value = r.into_json().unwrap();
+            assert_eq!(v["error"], "too_many_streams");
+        }
+        other => panic!(
+            "third stream: expected 503, got {:?}",
+            other.map(|r| r.status())
+        ),
+    }
+    drop(first);
+    // The server notices a closed connection when it next writes to it: make the book change.
+    let resting = json!({"instrument": "TCS", "trxn_type": "SELL", "quantity": 1, "price": 900});
+    assert_eq!(api.post("/orders", &resting.to_string()).0, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let third = loop {
+        match open() {
+            Ok(r) => break r,
+            Err(e) if matches!(*e, ureq::Error::Status(503, _)) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("stream after a close: {e}"),
+        }
+    };
+    drop((second, third));
+
+    // A request with a client order id, sent three times (body field, then the header form):
+    // one order id, one message on `orders`, and the order stays NEW (the engine's duplicate
+    // reject of a retry that raced the first never replaces its status).
+    let body = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 2, "price": 50,
+                      "trader": "RETRY", "client_order_id": "order-42"});
+    let (s, a) = api.post("/orders", &body.to_string());
+    assert_eq!(s, 202, "{a}");
+    let id = a["id"].as_u64().unwrap();
+    assert!((1 << 52..1 << 53).contains(&id), "an API id: {id}");
+    let (s, b) = api.post("/orders", &body.to_string());
+    assert!(s == 200 || s == 202, "{s} {b}");
+    assert_eq!(
+        (b["id"].as_u64(), b["duplicate_request"].as_bool()),
+        (Some(id), Some(true))
+    );
+    api.until(&format!("/orders/{id}"), |s, v| {
+        s == 200 && v["status"] == "NEW"
+    });
+    let mut plain = body.clone();
+    plain.as_object_mut().unwrap().remove("client_order_id");
+    let (s, c) = Api::answer(
+        api.agent
+            .post(&format!("{}/orders", api.base))
+            .set("content-type", "application/json")
+            .set("idempotency-key", "order-42")
+            .send_string(&plain.to_string()),
+    );
+    assert_eq!(
+        (s, c["id"].as_u64(), c["status"].as_str()),
+        (200, Some(id), Some("NEW"))
+    );
+    // Without a client order id, every request is a new order with a fresh id.
+    let (_, x) = api.post("/orders", &plain.to_string());
+    let (_, y) = api.post("/orders", &plain.to_string());
+    assert_ne!(x["id"], y["id"]);
+    assert_ne!(x["id"].as_u64(), Some(id));
+    api.until(&format!("/orders/{}", y["id"]), |s, _| s == 200);
+    let reader = reader(&p);
+    let mut published = 0;
+    read_topic(&reader, &p.topic("orders"), |m| {
+        let msg: OrderMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        published += usize::from(msg.id == id);
+    })
+    .unwrap();
+    assert_eq!(published, 1, "one order on the topic for three requests");
+    let (_, status) = api.get(&format!("/orders/{id}"));
+    assert_eq!(status["status"], "NEW");
 }

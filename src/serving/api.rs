@@ -18,7 +18,7 @@
 //! | GET | `/stream/{instrument}` | Server-Sent Events: a snapshot, then conflated deltas |
 //! | GET | `/healthz`, `/readyz`, `/stats`, `/metrics` | liveness, readiness (caught up), counts (JSON, Prometheus) |
 
-use super::orders::{self, IdAllocator, Prepared, Refused};
+use super::orders::{self, IdAllocator, Prepared, RecentIds, Refused};
 use super::state::MarketState;
 use crate::topics::partition_for;
 use axum::body::Bytes;
@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -53,6 +53,10 @@ pub struct ApiCounters {
     pub orders_published: AtomicU64,
     pub orders_refused: AtomicU64,
     pub publish_failures: AtomicU64,
+    /// Retries (same client order id) answered without publishing again.
+    pub duplicate_requests: AtomicU64,
+    /// Live streams refused because `max_streams` were open.
+    pub streams_refused: AtomicU64,
 }
 
 /// Where validated orders go.
@@ -69,7 +73,12 @@ pub struct Shared {
     pub stopping: Arc<AtomicBool>,
     pub instruments: Instruments,
     pub ids: IdAllocator,
+    /// Ids published by this process recently (a retry is not published twice).
+    pub recent: RecentIds,
     pub sink: OrderSink,
+    /// Live (SSE) streams open now, and the most allowed (more are answered 503).
+    pub streams: AtomicUsize,
+    pub max_streams: usize,
     pub push_interval: Duration,
     pub counters: ApiCounters,
 }
@@ -350,6 +359,7 @@ async fn publish(app: &Shared, p: Prepared) -> Result<Response, ApiError> {
     app.counters
         .publish_failures
         .fetch_add(1, Ordering::Relaxed);
+    app.recent.remove(p.id);
     tracing::warn!(error = %failure, "publishing an order failed");
     Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -368,11 +378,42 @@ fn refused(app: &Shared, r: Refused) -> ApiError {
 
 async fn new_order(
     State(app): State<App>,
+    headers: axum::http::HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let b = body(b)?;
-    let p = orders::new_order(&b, &app.instruments, &app.ids, now_ms())
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            refused(
+                &app,
+                Refused {
+                    reason: "invalid_client_order_id".into(),
+                    detail: "the Idempotency-Key header must be ASCII".into(),
+                },
+            )
+        })?),
+        None => None,
+    };
+    let p = orders::new_order(&b, key, &app.instruments, &app.ids, now_ms())
         .map_err(|r| refused(&app, r))?;
+    if p.client_order_id.is_some() {
+        // A retry: answer with what is known instead of publishing a second order.
+        let known = app.read().order(p.id).cloned();
+        if let Some(known) = known.filter(|k| Some(&k.trader) == p.message.trader.as_ref()) {
+            app.counters
+                .duplicate_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let body = json!({"id": p.id, "status": known.status, "duplicate_request": true, "order": known});
+            return Ok((StatusCode::OK, Json(body)).into_response());
+        }
+        if !app.recent.insert(p.id) {
+            app.counters
+                .duplicate_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let body = json!({"id": p.id, "status": "SUBMITTED", "duplicate_request": true, "order": p.message});
+            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+        }
+    }
     publish(&app, p).await
 }
 
@@ -415,8 +456,25 @@ async fn stream(
     if !app.read().knows_instrument(&symbol) {
         return Err(ApiError::unknown_instrument(&symbol));
     }
-    let events =
-        futures_util::stream::unfold((app, symbol, 0u64), |(app, symbol, seen)| async move {
+    let Some(slot) = StreamSlot::take(&app) else {
+        app.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{} live streams are open, the most this server allows; retry later",
+                app.max_streams
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, 5.into());
+        return Ok(response);
+    };
+    let events = futures_util::stream::unfold(
+        (app, symbol, 0u64, slot),
+        |(app, symbol, seen, slot)| async move {
             let mut first = seen == 0;
             loop {
                 if !first {
@@ -433,10 +491,34 @@ async fn stream(
                 let version = delta.version.max(1);
                 let name = if seen == 0 { "snapshot" } else { "delta" };
                 let event = Event::default().event(name).json_data(&delta).ok()?;
-                return Some((Ok::<_, Infallible>(event), (app, symbol, version)));
+                return Some((Ok::<_, Infallible>(event), (app, symbol, version, slot)));
             }
-        });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// One of the `max_streams` live-stream slots, released when the stream ends or its client goes.
+struct StreamSlot(App);
+
+impl StreamSlot {
+    fn take(app: &App) -> Option<StreamSlot> {
+        let taken = app
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < app.max_streams).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| StreamSlot(app.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -463,6 +545,9 @@ struct Stats {
     orders_published: u64,
     orders_refused: u64,
     publish_failures: u64,
+    duplicate_requests: u64,
+    streams_open: usize,
+    streams_refused: u64,
 }
 
 async fn stats(State(app): State<App>) -> impl IntoResponse {
@@ -478,6 +563,9 @@ async fn stats(State(app): State<App>) -> impl IntoResponse {
         orders_published: c.orders_published.load(Ordering::Relaxed),
         orders_refused: c.orders_refused.load(Ordering::Relaxed),
         publish_failures: c.publish_failures.load(Ordering::Relaxed),
+        duplicate_requests: c.duplicate_requests.load(Ordering::Relaxed),
+        streams_open: app.streams.load(Ordering::Relaxed),
+        streams_refused: c.streams_refused.load(Ordering::Relaxed),
     })
 }
 
@@ -486,11 +574,16 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     use crate::runtime::metrics::write_family;
     let feed = app.read().counts();
     let c = &app.counters;
-    let (published, refused, failed, ready) = (
+    let (published, refused, failed, duplicate, ready) = (
         c.orders_published.load(Ordering::Relaxed),
         c.orders_refused.load(Ordering::Relaxed),
         c.publish_failures.load(Ordering::Relaxed),
+        c.duplicate_requests.load(Ordering::Relaxed),
         u8::from(app.ready.load(Ordering::Relaxed)),
+    );
+    let (streams_open, streams_refused) = (
+        app.streams.load(Ordering::Relaxed) as u64,
+        c.streams_refused.load(Ordering::Relaxed),
     );
     let label = |k: &str, v: &str| format!(",{k}=\"{v}\"");
     let job = "market-view";
@@ -526,7 +619,24 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
             (label("outcome", "published"), &published),
             (label("outcome", "refused"), &refused),
             (label("outcome", "failed"), &failed),
+            (label("outcome", "duplicate_request"), &duplicate),
         ],
+    );
+    write_family(
+        &mut out,
+        "kappa_api_streams_open",
+        "gauge",
+        "Live (SSE) streams open.",
+        job,
+        &[(String::new(), &streams_open)],
+    );
+    write_family(
+        &mut out,
+        "kappa_api_streams_refused_total",
+        "counter",
+        "Live streams refused (503) because the most allowed were open.",
+        job,
+        &[(String::new(), &streams_refused)],
     );
     write_family(
         &mut out,

@@ -36,9 +36,20 @@ pub struct ServeArgs {
     /// Bars kept per instrument.
     #[arg(long, default_value_t = 720)]
     pub bars: usize,
-    /// Orders whose last status is kept for `GET /orders/{id}`.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Orders whose last status is kept for `GET /orders/{id}` (≈ 600 B each: 200 k ≈ 115 MiB).
+    #[arg(long, default_value_t = 200_000)]
     pub orders_kept: usize,
+    /// Traders whose P&L is kept for `GET /pnl/{trader}` (≈ 1.3 kB per trader and instrument
+    /// traded; the least recently updated are forgotten first).
+    #[arg(long, default_value_t = 10_000)]
+    pub pnl_traders: usize,
+    /// Most live (SSE) streams open at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub max_streams: usize,
+    /// Secret that order ids for client order ids are derived from: replicas sharing it give a
+    /// retried request the same order id (set it from a Secret). Random per process if unset.
+    #[arg(long, env = "KAPPA_ORDER_ID_KEY", hide_env_values = true)]
+    pub order_id_key: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub max_body: usize,
@@ -53,7 +64,10 @@ impl Default for ServeArgs {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tape: 200,
             bars: 720,
-            orders_kept: 1_000_000,
+            orders_kept: 200_000,
+            pnl_traders: 10_000,
+            max_streams: 256,
+            order_id_key: None,
             max_body: 16 * 1024,
             push_interval_ms: 250,
         }
@@ -101,28 +115,37 @@ pub fn spawn(
         trades: args.tape.max(1),
         bars: args.bars.max(1),
         orders: args.orders_kept.max(1),
+        pnl_traders: args.pnl_traders.max(1),
     };
     let market = Arc::new(RwLock::new(state::MarketState::new(instruments, limits)));
     let ready = Arc::new(AtomicBool::new(false));
     let topics = kafka.topics();
     let metadata = create_reader(&kafka.reader())?;
     let sink = api::OrderSink {
+        // Orders are small and each request waits for its acknowledgement: 16 MiB of send
+        // buffer is thousands of requests in flight (the jobs' default is 128 MiB).
         producer: kafka
             .producer()
+            .set("queue.buffering.max.kbytes", "16384")
             .create()
             .context("creating the order producer")?,
         partitions: partition_count(&metadata, &topics.orders)?,
         topic: topics.orders,
     };
-    let first_id = chrono::Utc::now().timestamp_micros().max(1) as u64;
     let stopping = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(api::Shared {
         state: market.clone(),
         ready: ready.clone(),
         stopping: stopping.clone(),
         instruments: instruments.clone(),
-        ids: orders::IdAllocator::starting_at(first_id),
+        ids: match &args.order_id_key {
+            Some(key) => orders::IdAllocator::with_key(key.as_bytes()),
+            None => orders::IdAllocator::random(),
+        },
+        recent: orders::RecentIds::new(100_000),
         sink,
+        streams: Default::default(),
+        max_streams: args.max_streams,
         push_interval: Duration::from_millis(args.push_interval_ms.max(10)),
         counters: api::ApiCounters::default(),
     });

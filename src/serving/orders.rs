@@ -9,9 +9,11 @@
 
 use crate::schema::{parse_order, OrderEventMessage, OrderMessage};
 use kappa_engine::Instruments;
+use rand::Rng as _;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Mutex;
 
 /// A request refused before publication: a stable reason code and a human-readable detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,20 +38,119 @@ pub struct Prepared {
     pub key: String,
     pub message: OrderMessage,
     pub payload: Vec<u8>,
+    /// The client's idempotency key, when it sent one.
+    pub client_order_id: Option<String>,
 }
 
-/// Order ids for orders whose request did not name one: a counter starting at the microsecond
-/// clock of the server's start (≥ 10^15, far above generated ids, and increasing across restarts).
-#[derive(Debug)]
-pub struct IdAllocator(AtomicU64);
+/// First id of the range the API allocates from: `[2^52, 2^53)`. Ids below are for clients that
+/// choose their own and for the order generator; every id stays below 2^53, exact in JavaScript.
+pub const API_ID_BASE: u64 = 1 << 52;
+
+/// Longest client order id (idempotency key).
+pub const MAX_CLIENT_ORDER_ID: usize = 64;
+
+/// Order ids for orders whose request did not name one, in `[API_ID_BASE, 2^53)`:
+/// - with a client order id (idempotency key): `SHA-256(key ‖ trader ‖ client order id)`, so a
+///   retry gets the same id on any replica that shares the key (`--order-id-key`, a Secret in
+///   k8s) and the engine refuses a second order with it; nobody without the key can predict it;
+/// - without one: 52 random bits from the OS-seeded CSPRNG.
+///
+/// Either way two replicas never coordinate, and a collision with a live or recently finished
+/// order (≈ 2^-52 × their number, per order) is refused by the engine as `duplicate_order_id`.
+pub struct IdAllocator {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for IdAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdAllocator { key: <secret> }")
+    }
+}
 
 impl IdAllocator {
-    pub fn starting_at(first: u64) -> Self {
-        IdAllocator(AtomicU64::new(first))
+    /// An allocator keyed by `secret` (replicas sharing it give a retry the same id).
+    pub fn with_key(secret: &[u8]) -> Self {
+        IdAllocator {
+            key: Sha256::digest(secret).into(),
+        }
     }
 
-    pub fn next(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed)
+    /// An allocator with a random key (idempotency within this process only).
+    pub fn random() -> Self {
+        IdAllocator {
+            key: rand::rng().random(),
+        }
+    }
+
+    fn in_range(bits: u64) -> u64 {
+        API_ID_BASE | (bits & (API_ID_BASE - 1))
+    }
+
+    /// A fresh, unpredictable id.
+    pub fn fresh(&self) -> u64 {
+        Self::in_range(rand::rng().random())
+    }
+
+    /// The id of the order `trader` places with idempotency key `client_order_id`.
+    pub fn for_client_order(&self, trader: &str, client_order_id: &str) -> u64 {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update((trader.len() as u32).to_be_bytes());
+        h.update(trader.as_bytes());
+        h.update(client_order_id.as_bytes());
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Self::in_range(u64::from_be_bytes(first))
+    }
+}
+
+/// Ids this process published recently (bounded), so a retry that arrives before the order's
+/// first event is not published twice.
+#[derive(Debug)]
+pub struct RecentIds {
+    cap: usize,
+    inner: Mutex<(HashSet<u64>, VecDeque<u64>)>,
+}
+
+impl RecentIds {
+    pub fn new(cap: usize) -> Self {
+        RecentIds {
+            cap: cap.max(1),
+            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+
+    /// Records `id`; `false` when it was already recorded.
+    pub fn insert(&self, id: u64) -> bool {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, fifo) = &mut *guard;
+        if !set.insert(id) {
+            return false;
+        }
+        fifo.push_back(id);
+        while fifo.len() > self.cap {
+            if let Some(old) = fifo.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Forgets `id` (its publication failed: a retry may publish it).
+    pub fn remove(&self, id: u64) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.0.remove(&id) {
+            guard.1.retain(|&x| x != id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -81,13 +182,36 @@ fn finish(fields: &Fields, instruments: &Instruments, now_ms: i64) -> Result<Pre
         key: command.symbol().to_string(),
         message,
         payload,
+        client_order_id: None,
     })
 }
 
+/// A client order id: 1–64 characters of `A-Z a-z 0-9 . _ : -`.
+fn check_client_order_id(id: &str) -> Result<(), Refused> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_CLIENT_ORDER_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => Err(Refused::new(
+            "invalid_client_order_id",
+            format!(
+                "client_order_id must be 1-{MAX_CLIENT_ORDER_ID} characters of A-Z a-z 0-9 . _ : -"
+            ),
+        )),
+    }
+}
+
 /// A new order from a `POST /orders` body: the `orders` message format (seed or extended form;
-/// `id` optional — one is allocated when absent). The order is stamped with `now_ms`.
+/// `id` optional — one is allocated when absent, see [`IdAllocator`]), plus an optional
+/// `client_order_id` (or the `Idempotency-Key` header, passed as `idempotency_key`): a retry with
+/// the same one gets the same order id, so it never creates a second order. The order is stamped
+/// with `now_ms`.
 pub fn new_order(
     body: &[u8],
+    idempotency_key: Option<&str>,
     instruments: &Instruments,
     ids: &IdAllocator,
     now_ms: i64,
@@ -107,10 +231,59 @@ pub fn new_order(
             ));
         }
     }
-    if !fields.contains_key("id") {
-        fields.insert("id".into(), raw(ids.next())?);
+    let in_body = match fields.remove("client_order_id") {
+        Some(v) => Some(serde_json::from_str::<String>(v.get()).map_err(|_| {
+            Refused::new(
+                "invalid_client_order_id",
+                "client_order_id must be a string",
+            )
+        })?),
+        None => None,
+    };
+    let client_order_id = match (in_body, idempotency_key) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Refused::new(
+                "invalid_client_order_id",
+                "client_order_id and the Idempotency-Key header differ",
+            ))
+        }
+        (a, b) => a.or_else(|| b.map(str::to_string)),
+    };
+    if let Some(c) = &client_order_id {
+        check_client_order_id(c)?;
     }
-    finish(&fields, instruments, now_ms)
+    match fields.get("id") {
+        Some(id) => {
+            if client_order_id.is_some() {
+                return Err(Refused::new(
+                    "invalid_client_order_id",
+                    "send either an id or a client_order_id, not both",
+                ));
+            }
+            if serde_json::from_str::<u64>(id.get()).is_ok_and(|id| id >= API_ID_BASE) {
+                return Err(Refused::new(
+                    "reserved_order_id",
+                    format!("ids from {API_ID_BASE} up are allocated by the server; omit id"),
+                ));
+            }
+        }
+        None => {
+            let id = match &client_order_id {
+                Some(c) => {
+                    let trader = fields
+                        .get("trader")
+                        .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+                        .unwrap_or_default();
+                    ids.for_client_order(&trader, c)
+                }
+                None => ids.fresh(),
+            };
+            fields.insert("id".into(), raw(id)?);
+        }
+    }
+    let mut prepared = finish(&fields, instruments, now_ms)?;
+    prepared.client_order_id = client_order_id;
+    Ok(prepared)
 }
 
 /// The optional body of `POST /orders/{id}/cancel` and `/amend`.
@@ -217,8 +390,14 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn new(body: &str) -> Result<Prepared, Refused> {
-        let ids = IdAllocator::starting_at(5_000_000_000_000_000);
-        new_order(body.as_bytes(), &load_instruments(None).unwrap(), &ids, NOW)
+        let ids = IdAllocator::with_key(b"test key");
+        new_order(
+            body.as_bytes(),
+            None,
+            &load_instruments(None).unwrap(),
+            &ids,
+            NOW,
+        )
     }
 
     fn reason(r: Result<Prepared, Refused>) -> String {
@@ -234,7 +413,7 @@ mod tests {
         assert_eq!(back.command.order_id(), 1_000_001);
         assert_eq!(back.event_time_ms, Some(NOW));
         let p = new(r#"{"instrument":"INFY","trxn_type":"SELL","quantity":3,"price":"20.05","trader":"T0001"}"#).unwrap();
-        assert_eq!(p.id, 5_000_000_000_000_000);
+        assert!((API_ID_BASE..1 << 53).contains(&p.id), "{}", p.id);
         assert_eq!(p.message.price.unwrap().to_string(), "20.05");
         assert_eq!(p.message.trader.as_deref(), Some("T0001"));
     }
@@ -371,5 +550,96 @@ mod tests {
             reason(change(true, r#"{"price":15.001}"#, Some(&live))),
             "price_off_tick"
         );
+    }
+
+    #[test]
+    fn allocated_ids_are_unpredictable_and_a_client_order_id_makes_retries_idempotent() {
+        let inst = load_instruments(None).unwrap();
+        let body = r#"{"instrument":"INFY","trxn_type":"SELL","quantity":3,"price":"20.05","trader":"T0001","client_order_id":"abc-1"}"#;
+        let a = IdAllocator::with_key(b"shared secret");
+        let b = IdAllocator::with_key(b"shared secret"); // another replica
+        let first = new_order(body.as_bytes(), None, &inst, &a, NOW).unwrap();
+        let retry = new_order(body.as_bytes(), None, &inst, &b, NOW + 5).unwrap();
+        assert_eq!(
+            first.id, retry.id,
+            "same key, trader and client order id: same order id"
+        );
+        assert_eq!(first.client_order_id.as_deref(), Some("abc-1"));
+        // The payload carries no client_order_id (the match maker's format).
+        assert!(!String::from_utf8_lossy(&first.payload).contains("abc-1"));
+        // The header form gives the same id; another key, trader or client id does not.
+        let plain = body.replace(r#","client_order_id":"abc-1""#, "");
+        let header = new_order(plain.as_bytes(), Some("abc-1"), &inst, &a, NOW).unwrap();
+        assert_eq!(header.id, first.id);
+        let other_key = IdAllocator::with_key(b"another secret");
+        assert_ne!(
+            new_order(body.as_bytes(), None, &inst, &other_key, NOW)
+                .unwrap()
+                .id,
+            first.id
+        );
+        let other_trader = body.replace("T0001", "T0002");
+        assert_ne!(
+            new_order(other_trader.as_bytes(), None, &inst, &a, NOW)
+                .unwrap()
+                .id,
+            first.id
+        );
+        // Without a client id, fresh ids: all distinct, all in the API range, below 2^53.
+        let ids: std::collections::HashSet<u64> = (0..10_000)
+            .map(|_| {
+                new_order(plain.as_bytes(), None, &inst, &a, NOW)
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| (API_ID_BASE..1 << 53).contains(id)));
+        // Refusals: both forms differing, a bad client id, an id with a client id, a reserved id.
+        let refuse = |body: &str, header: Option<&str>| {
+            new_order(body.as_bytes(), header, &inst, &a, NOW)
+                .unwrap_err()
+                .reason
+        };
+        assert_eq!(refuse(body, Some("other")), "invalid_client_order_id");
+        assert_eq!(
+            refuse(&body.replace("abc-1", "has space"), None),
+            "invalid_client_order_id"
+        );
+        assert_eq!(
+            refuse(&body.replace("abc-1", &"x".repeat(65)), None),
+            "invalid_client_order_id"
+        );
+        assert_eq!(
+            refuse(&body.replace(r#""abc-1""#, "7"), None),
+            "invalid_client_order_id"
+        );
+        let with_id = plain.replace(r#"{"instrument""#, r#"{"id":42,"instrument""#);
+        assert_eq!(refuse(&with_id, Some("abc-1")), "invalid_client_order_id");
+        let reserved = plain.replace(
+            r#"{"instrument""#,
+            &format!(r#"{{"id":{},"instrument""#, API_ID_BASE + 1),
+        );
+        assert_eq!(refuse(&reserved, None), "reserved_order_id");
+        assert_eq!(
+            new_order(with_id.as_bytes(), None, &inst, &a, NOW)
+                .unwrap()
+                .id,
+            42
+        );
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let r = RecentIds::new(3);
+        assert!(r.insert(1));
+        assert!(!r.insert(1));
+        for id in 2..=5 {
+            assert!(r.insert(id));
+        }
+        assert_eq!(r.len(), 3);
+        assert!(r.insert(1), "the oldest were forgotten");
+        r.remove(5);
+        assert!(r.insert(5));
     }
 }

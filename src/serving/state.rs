@@ -26,6 +26,15 @@ pub struct Limits {
     pub bars: usize,
     /// Orders whose last status is kept (oldest forgotten first).
     pub orders: usize,
+    /// Traders whose P&L rows are kept (the least recently updated forgotten first).
+    pub pnl_traders: usize,
+}
+
+impl Limits {
+    /// Measured heap bytes per kept order status (tests/memory.rs checks it).
+    pub const BYTES_PER_ORDER: usize = 600;
+    /// Measured heap bytes per kept P&L row (one trader × instrument; tests/memory.rs).
+    pub const BYTES_PER_PNL_ROW: usize = 1_300;
 }
 
 impl Default for Limits {
@@ -33,7 +42,8 @@ impl Default for Limits {
         Limits {
             trades: 200,
             bars: 720,
-            orders: 1_000_000,
+            orders: 200_000,
+            pnl_traders: 10_000,
         }
     }
 }
@@ -75,10 +85,15 @@ pub struct MarketState {
     version: u64,
     instruments: Vec<InstrumentState>,
     by_symbol: HashMap<String, usize>,
-    orders: HashMap<u64, OrderEventMessage>,
+    /// Ordered map, not a hash map: under the insert/evict churn at the cap a hash table
+    /// doubles (it grows when more than half its buckets are in use at a rehash); a B-tree's
+    /// memory stays proportional to its entries (tests/memory.rs).
+    orders: BTreeMap<u64, OrderEventMessage>,
     order_fifo: VecDeque<u64>,
-    /// trader → instrument → latest P&L row.
-    pnl: BTreeMap<String, BTreeMap<String, PnlMessage>>,
+    /// trader → (version of its last update, instrument → latest P&L row).
+    pnl: BTreeMap<String, (u64, BTreeMap<String, PnlMessage>)>,
+    /// (version of the last update, trader): the eviction order of `pnl`.
+    pnl_lru: BTreeMap<u64, String>,
     /// Every partition's latest P&L totals, and the ranking they make (with its version).
     totals: Leaderboard,
     leaderboard: Option<(u64, LeaderboardMessage)>,
@@ -220,9 +235,10 @@ impl MarketState {
             version: 0,
             instruments,
             by_symbol,
-            orders: HashMap::new(),
+            orders: BTreeMap::new(),
             order_fifo: VecDeque::new(),
             pnl: BTreeMap::new(),
+            pnl_lru: BTreeMap::new(),
             totals: Leaderboard::default(),
             leaderboard: None,
             counts: FeedCounts::default(),
@@ -281,11 +297,16 @@ impl MarketState {
         }
     }
 
-    /// Applies an `order-events` message: the order's latest status.
+    /// Applies an `order-events` message: the order's latest status. A `duplicate_order_id`
+    /// reject names an id that belongs to another (earlier) order: it never replaces that order's
+    /// status (a retried request must not make the original look rejected).
     pub fn apply_order_event(&mut self, event: OrderEventMessage) {
         self.counts.order_events += 1;
         self.bump();
         let id = event.order_id;
+        if event.reason.as_deref() == Some("duplicate_order_id") && self.orders.contains_key(&id) {
+            return;
+        }
         if self.orders.insert(id, event).is_none() {
             self.order_fifo.push_back(id);
             while self.order_fifo.len() > self.limits.orders {
@@ -319,11 +340,26 @@ impl MarketState {
     /// Applies a P&L row from `analytics`.
     pub fn apply_pnl(&mut self, pnl: PnlMessage) {
         self.counts.analytics += 1;
-        self.bump();
-        self.pnl
-            .entry(pnl.trader.clone())
-            .or_default()
-            .insert(pnl.instrument.clone(), pnl);
+        let v = self.bump();
+        let (version, rows) = match self.pnl.get_mut(&pnl.trader) {
+            Some(entry) => entry,
+            None => self
+                .pnl
+                .entry(pnl.trader.clone())
+                .or_insert((0, BTreeMap::new())),
+        };
+        if *version != 0 {
+            self.pnl_lru.remove(version);
+        }
+        *version = v;
+        self.pnl_lru.insert(v, pnl.trader.clone());
+        rows.insert(pnl.instrument.clone(), pnl);
+        while self.pnl.len() > self.limits.pnl_traders {
+            let Some((_, trader)) = self.pnl_lru.pop_first() else {
+                break;
+            };
+            self.pnl.remove(&trader);
+        }
     }
 
     /// Applies a partition's P&L totals from `analytics`: the leaderboard is their combination.
@@ -439,7 +475,7 @@ impl MarketState {
 
     /// A trader's positions (by instrument) and totals (None: no P&L seen for the trader).
     pub fn pnl(&self, trader: &str) -> Option<PnlView> {
-        let rows = self.pnl.get(trader)?;
+        let (_, rows) = self.pnl.get(trader)?;
         let positions: Vec<PnlMessage> = rows.values().cloned().collect();
         let sum = |f: fn(&PnlMessage) -> Decimal| positions.iter().map(f).sum::<Decimal>();
         Some(PnlView {
@@ -668,6 +704,50 @@ mod tests {
         s.apply_order_event(ev(3, "ACCEPTED"));
         assert!(s.order(1).is_none());
         assert!(s.order(2).is_some() && s.order(3).is_some());
+        // A duplicate-id reject (a retried request) never replaces the owner's status...
+        let dup = OrderEventMessage {
+            reason: Some("duplicate_order_id".into()),
+            ..ev(3, "REJECTED")
+        };
+        s.apply_order_event(dup.clone());
+        assert_eq!(s.order(3).unwrap().status, "ACCEPTED");
+        // ...but is the status of an id nobody else holds here.
+        s.apply_order_event(OrderEventMessage { order_id: 9, ..dup });
+        assert_eq!(s.order(9).unwrap().status, "REJECTED");
+    }
+
+    #[test]
+    fn pnl_keeps_the_most_recently_updated_traders() {
+        let mut s = state(Limits {
+            pnl_traders: 2,
+            ..Limits::default()
+        });
+        let row = |trader: &str, inst: &str| PnlMessage {
+            kind: "pnl".into(),
+            trader: trader.into(),
+            instrument: inst.into(),
+            end_ms: 0,
+            position: d("1"),
+            avg_price: d("1"),
+            realized: d("1"),
+            unrealized: d("0"),
+            total: d("1"),
+            mark: d("1"),
+            mark_sma: None,
+            unrealized_sma: None,
+            volume: d("1"),
+            notional: d("1"),
+            window_bought: d("1"),
+            window_sold: d("0"),
+        };
+        s.apply_pnl(row("A", "TCS"));
+        s.apply_pnl(row("B", "TCS"));
+        s.apply_pnl(row("A", "INFY")); // A is now the most recent
+        s.apply_pnl(row("C", "TCS")); // evicts B
+        assert!(s.pnl("B").is_none());
+        assert_eq!(s.pnl("A").unwrap().positions.len(), 2);
+        assert!(s.pnl("C").is_some());
+        assert_eq!((s.pnl.len(), s.pnl_lru.len()), (2, 2));
     }
 
     #[test]
