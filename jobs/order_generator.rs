@@ -29,7 +29,7 @@ struct Args {
     /// Number of distinct traders.
     #[arg(long, default_value_t = 200)]
     traders: usize,
-    /// Random seed: the same seed publishes the same orders, byte for byte.
+    /// Random seed: the same seed (and --first-order-id) publishes the same orders, byte for byte.
     #[arg(long, env = "GEN_SEED", default_value_t = 42)]
     seed: u64,
     /// Event-time arrival rate of the Poisson process (orders per second of event time).
@@ -38,9 +38,10 @@ struct Args {
     /// Event time of the first order, in ms since the Unix epoch.
     #[arg(long, default_value_t = DEFAULT_START_MS)]
     start_ms: i64,
-    /// First order id.
-    #[arg(long, default_value_t = 1_000_001)]
-    first_order_id: u64,
+    /// First order id. Default: the run's start time in ms × 1000, so runs one after another
+    /// never reuse an id (see `generator::run_first_order_id`); give concurrent runs their own.
+    #[arg(long, env = "GEN_FIRST_ORDER_ID")]
+    first_order_id: Option<u64>,
     /// Publish this CSV or JSON-lines file instead of generated flow.
     #[arg(long)]
     from_file: Option<PathBuf>,
@@ -76,7 +77,9 @@ fn main() -> anyhow::Result<()> {
                 seed: a.seed,
                 event_rate: a.event_rate,
                 start_ms: a.start_ms,
-                first_order_id: a.first_order_id,
+                first_order_id: a.first_order_id.unwrap_or_else(|| {
+                    generator::run_first_order_id(chrono::Utc::now().timestamp_millis())
+                }),
             };
             let items = generator::flow(&cfg, &instruments).map(|(k, p, t)| (k, p, Some(t)));
             generator::publish(&a.kafka, items, a.count as u64, a.rate, progress, &shutdown)?

@@ -25,6 +25,16 @@ use std::time::{Duration, Instant};
 /// 2023-03-13 09:15:00 UTC: where generated event time starts by default.
 pub const DEFAULT_START_MS: i64 = 1_678_698_900_000;
 
+/// The first order id of a generator run started at `now_ms` (ms since the Unix epoch):
+/// `now_ms × 1000`. A run's ids are `first, first + 1, …`, so a later run starts above every id
+/// of an earlier one as long as runs publish fewer than 1 000 orders per millisecond (1 M/s;
+/// the generator's ceiling is about 250 k/s here); ids stay below 2^52 — the range the API
+/// allocates from starts there — until the year 2112. Runs started concurrently must be given
+/// their own `--first-order-id` ranges.
+pub fn run_first_order_id(now_ms: i64) -> u64 {
+    (now_ms.max(1) as u64).saturating_mul(1000)
+}
+
 /// What to generate.
 #[derive(Clone, Debug)]
 pub struct FlowConfig {

@@ -5,7 +5,9 @@
 mod support;
 
 use kappa_exchange::runtime::kafka::{create_reader, read_topic, Provenance, Reader};
-use kappa_exchange::schema::{parse_order, RejectMessage, TradeMessage, REJECT_PAYLOAD_MAX};
+use kappa_exchange::schema::{
+    parse_order, OrderEventMessage, RejectMessage, TradeMessage, REJECT_PAYLOAD_MAX,
+};
 use kappa_exchange::topics::TopicLayout;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
 use rdkafka::consumer::Consumer;
@@ -24,7 +26,42 @@ on_both_brokers!(
     replay_in_a_new_group_reproduces_byte_identical_outputs,
     transactional_mode_produces_the_same_trades,
     counters_count_each_input_once_across_rebalances,
+    generator_runs_one_after_another_never_reuse_an_id,
 );
+
+/// The order generator run twice with the same seed against the same topics (an operator
+/// re-running a load test): no order of the second run is refused as a duplicate, and no cancel
+/// or amend of it reaches the first run's orders (with fixed ids, both happen by the hundreds).
+fn generator_runs_one_after_another_never_reuse_an_id(on: On) {
+    let p = start(on, TopicLayout::default());
+    for _ in 0..2 {
+        let mut g = job(
+            &p,
+            env!("CARGO_BIN_EXE_order-generator"),
+            &["--count", "3000", "--seed", "7", "--quiet"],
+        );
+        wait(&mut g, Duration::from_secs(60));
+    }
+    let mut mm = match_maker(&p, &["--idle-exit-ms", "1500"]);
+    wait(&mut mm, Duration::from_secs(60));
+    let (mut events, mut duplicates, mut foreign) = (0, 0, 0);
+    read_topic(&reader(&p), &p.topic("order-events"), |m| {
+        let e: OrderEventMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        events += 1;
+        duplicates += usize::from(e.reason.as_deref() == Some("duplicate_order_id"));
+        foreign += usize::from(e.reason.as_deref() == Some("not_order_owner"));
+    })
+    .unwrap();
+    assert!(
+        events >= 6000,
+        "both runs were matched: {events} order events"
+    );
+    assert_eq!(duplicates, 0, "no new order of the second run reused an id");
+    assert_eq!(
+        foreign, 0,
+        "no cancel or amend of the second run hit the first run's order"
+    );
+}
 
 /// Trades per instrument, in publication order (one instrument lives in one partition).
 fn topic_trades(p: &Pipeline, topic: &str) -> BTreeMap<String, Vec<TradeKey>> {
