@@ -4,6 +4,7 @@ use clap::Parser;
 use kappa_exchange::config;
 use kappa_exchange::generator::{self, FlowConfig, DEFAULT_START_MS};
 use kappa_exchange::runtime::{kafka::KafkaArgs, shutdown::Shutdown};
+use kappa_exchange::topics::Partitioner;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -56,12 +57,14 @@ fn main() -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = std::time::Instant::now();
+    let partitioner = Partitioner::new(&instruments);
     let stats = match &a.from_file {
         Some(path) => {
             let rows = generator::read_file(path)?;
             let n = rows.len() as u64;
             generator::publish(
                 &a.kafka,
+                &partitioner,
                 rows.into_iter().map(|(k, p)| (k, p, None)),
                 n,
                 a.rate,
@@ -82,7 +85,15 @@ fn main() -> anyhow::Result<()> {
                 }),
             };
             let items = generator::flow(&cfg, &instruments).map(|(k, p, t)| (k, p, Some(t)));
-            generator::publish(&a.kafka, items, a.count as u64, a.rate, progress, &shutdown)?
+            generator::publish(
+                &a.kafka,
+                &partitioner,
+                items,
+                a.count as u64,
+                a.rate,
+                progress,
+                &shutdown,
+            )?
         }
     };
     let secs = started.elapsed().as_secs_f64();

@@ -15,7 +15,7 @@ use crate::runtime::broker::{Broker, BrokerArgs};
 use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::metrics::Counters;
 use crate::runtime::shutdown::Shutdown;
-use crate::topics::{PlannedTopic, Topic, TopicLayout};
+use crate::topics::{Partitioner, PlannedTopic, Topic, TopicLayout};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -189,6 +189,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         let t = Instant::now();
         published = generator::publish(
             kafka,
+            &Partitioner::new(instruments),
             pending.take().expect("items"),
             cfg.count as u64,
             0.0,
@@ -224,8 +225,17 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
 
     let start = Instant::now();
     if let Some(it) = pending.take() {
-        published = generator::publish(kafka, it, cfg.count as u64, 0.0, false, &Shutdown::new())?
-            .published;
+        let partitioner = Partitioner::new(instruments);
+        published = generator::publish(
+            kafka,
+            &partitioner,
+            it,
+            cfg.count as u64,
+            0.0,
+            false,
+            &Shutdown::new(),
+        )?
+        .published;
         publish_secs = start.elapsed().as_secs_f64();
     }
     let stats = generator::PublishStats {
@@ -425,6 +435,7 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
         .map(|(t, v)| (t.instrument.clone(), v.clone(), Some(t.ts_ms)));
     let sent = crate::generator::publish_to(
         kafka,
+        &Partitioner::new(instruments),
         &kafka.topics().trades,
         items,
         live as u64,
@@ -611,6 +622,7 @@ pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> any
         let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
         let published = generator::publish(
             &bench.kafka,
+            &Partitioner::new(instruments),
             items,
             history as u64,
             0.0,

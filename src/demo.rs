@@ -17,7 +17,7 @@ use crate::schema::{AnalyticsKind, BarMessage, SmaMessage, TotalsMessage};
 use crate::schema::{BookMessage, TradeMessage};
 use crate::serving::{self, ServeArgs};
 use crate::simulate::{render, InstrumentSummary, Summary};
-use crate::topics::TopicLayout;
+use crate::topics::{Partitioner, TopicLayout};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
 use rdkafka::message::Message;
@@ -264,6 +264,7 @@ pub fn run(
     });
     let stats = generator::publish(
         &kafka,
+        &Partitioner::new(instruments),
         items,
         config.flow.count as u64,
         config.rate,
@@ -374,6 +375,15 @@ fn live(
         ..config.flow.clone()
     };
     let items = generator::endless_flow(&flow, instruments).map(|(k, p, t)| (k, p, Some(t)));
-    generator::publish(kafka, items, u64::MAX, config.live_rate, false, shutdown)?;
+    let partitioner = Partitioner::new(instruments);
+    generator::publish(
+        kafka,
+        &partitioner,
+        items,
+        u64::MAX,
+        config.live_rate,
+        false,
+        shutdown,
+    )?;
     Ok(())
 }

@@ -11,7 +11,7 @@
 use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::schema::{parse_order, OrderMessage};
-use crate::topics::partition_for;
+use crate::topics::Partitioner;
 use anyhow::{anyhow, Context as _};
 use kappa_engine::workload::{Generator, Profile, WorkloadConfig};
 use kappa_engine::{AmendOrder, CancelOrder, Command, Instruments, NewOrder, Request};
@@ -269,12 +269,14 @@ impl rdkafka::producer::ProducerContext for Deliveries {
 /// Publishes `(key, payload, timestamp)` items to `topic` as fast as possible (benchmarks, tools).
 pub fn publish_to(
     kafka: &KafkaArgs,
+    partitioner: &Partitioner,
     topic: &str,
     items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
     total: u64,
     shutdown: &Shutdown,
 ) -> anyhow::Result<PublishStats> {
-    publish_inner(kafka, topic, items, total, 0.0, false, shutdown)
+    let to = Destination { topic, partitioner };
+    publish_inner(kafka, to, items, total, 0.0, false, shutdown)
 }
 
 /// Publishes `(key, payload, timestamp)` items to the orders topic at `rate` messages/s
@@ -282,26 +284,30 @@ pub fn publish_to(
 /// acknowledged by the broker; an error, with the count and the first cause, when any was not.
 pub fn publish(
     kafka: &KafkaArgs,
+    partitioner: &Partitioner,
     items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
     total: u64,
     rate: f64,
     progress: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<PublishStats> {
-    publish_inner(
-        kafka,
-        &kafka.topics().orders,
-        items,
-        total,
-        rate,
-        progress,
-        shutdown,
-    )
+    let orders = kafka.topics().orders;
+    let to = Destination {
+        topic: &orders,
+        partitioner,
+    };
+    publish_inner(kafka, to, items, total, rate, progress, shutdown)
+}
+
+/// Where published records go: a topic, and the partitioner that places them in it.
+struct Destination<'a> {
+    topic: &'a str,
+    partitioner: &'a Partitioner,
 }
 
 fn publish_inner(
     kafka: &KafkaArgs,
-    topic: &str,
+    Destination { topic, partitioner }: Destination<'_>,
     items: impl Iterator<Item = (String, Vec<u8>, Option<i64>)>,
     total: u64,
     rate: f64,
@@ -339,7 +345,7 @@ fn publish_inner(
                 std::thread::sleep(wait);
             }
         }
-        let partition = partition_for(key.as_bytes(), partitions);
+        let partition = partitioner.partition(key.as_bytes(), partitions);
         let mut record = BaseRecord::to(topic).partition(partition).payload(&payload);
         if !key.is_empty() {
             record = record.key(&key);

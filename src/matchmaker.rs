@@ -16,7 +16,7 @@ use crate::runtime::processor::{self, LoopArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot;
 use crate::schema::{self, BookMessage, OrderEventMessage, TradeMessage};
-use crate::topics::{partition_for, Topics};
+use crate::topics::{Partitioner, Topics};
 use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
 use std::time::Duration;
@@ -63,6 +63,7 @@ pub struct MatchMaker<'a> {
     config: EngineConfig,
     /// Partitions of `orders`: an instrument's orders must all arrive on its own partition.
     order_partitions: i32,
+    partitioner: Partitioner,
     events: Vec<Event>,
     depth: Vec<DepthUpdate>,
 }
@@ -82,6 +83,7 @@ impl<'a> MatchMaker<'a> {
             outputs,
             config,
             order_partitions,
+            partitioner: Partitioner::new(instruments),
             events: Vec::with_capacity(256),
             depth: Vec::with_capacity(16),
         }
@@ -111,6 +113,10 @@ impl Job for MatchMaker<'_> {
 
     fn name(&self) -> &'static str {
         "match-maker"
+    }
+
+    fn instruments(&self) -> &Instruments {
+        self.instruments
     }
 
     fn input(&self) -> String {
@@ -174,11 +180,13 @@ impl Job for MatchMaker<'_> {
         // One book per instrument: its orders must all come through the partition its key maps
         // to. A producer with another partitioner would otherwise split the book in two.
         let symbol = parsed.command.symbol();
-        let home = partition_for(symbol.as_str().as_bytes(), self.order_partitions);
-        if home != out.partition() && self.instruments.id_of(symbol).is_some() {
+        let home = self
+            .partitioner
+            .instrument_partition(symbol.as_str(), self.order_partitions);
+        if let Some(home) = home.filter(|&home| home != out.partition()) {
             let detail = format!(
-                "instrument {symbol} is matched on partition {home} of {}: produce with key = instrument and the murmur2 partitioner (kcat: -X partitioner=murmur2_random)",
-                m.topic
+                "instrument {symbol} is matched on partition {home} of {} (its position in the instrument table mod {}): produce it there, e.g. kcat -p {home}; GET /instruments lists every instrument's partition",
+                m.topic, self.order_partitions
             );
             return out.reject(m, symbol.as_str().as_bytes(), "wrong_partition", detail);
         }
@@ -259,7 +267,10 @@ impl Job for MatchMaker<'_> {
         engine.drain_depth(&mut self.depth);
         for id in self.instruments.ids() {
             let symbol = self.instruments.symbol(id);
-            if partition_for(symbol.as_str().as_bytes(), self.order_partitions) != out.partition() {
+            let home = self
+                .partitioner
+                .instrument_partition(symbol.as_str(), self.order_partitions);
+            if home != Some(out.partition()) {
                 continue;
             }
             // Unconditionally: this is the republication (the input it reflects was published).

@@ -12,6 +12,8 @@
 //! | `rejects` | instrument (if known) | [`crate::schema::RejectMessage`] | every job |
 //! | `analytics` | instrument / trader | bars, SMAs, P&L, leaderboards | SMA and profit calculators |
 
+use kappa_engine::Instruments;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Names of the topics, with an optional common prefix (e.g. `replay.` for a side-by-side
@@ -439,9 +441,58 @@ pub const HDR_SEQ: &str = "kx-seq";
 /// Header: the job that produced an output (several jobs share `analytics` and `rejects`).
 pub const HDR_JOB: &str = "kx-job";
 
-/// Kafka's default (Java client) partitioner: murmur2 of the key, positive, modulo the count.
-/// librdkafka calls this `murmur2_random`; using it everywhere keeps instrument → partition the
-/// same for every client.
+/// Where every keyed record goes, the same in every job and client:
+///
+/// - a record keyed by an **instrument** symbol (`orders`, `trades`, `book`, bars and SMAs) goes
+///   to partition *(the instrument's position in the instrument table) mod (the topic's
+///   partition count)*: explicit and balanced — 7 instruments on 12 partitions use 7 partitions,
+///   one each (murmur2 put 4 of them on one partition and left 8 idle);
+/// - any other key (traders on `order-events`, `totals`) goes where Kafka's default Java
+///   partitioner puts it: [`partition_for`] (murmur2).
+///
+/// Clients producing orders must pick the partition themselves (`GET /instruments` lists it;
+/// README "Producing orders directly"): Kafka's partitioners cannot know the table.
+#[derive(Clone, Debug, Default)]
+pub struct Partitioner {
+    by_symbol: HashMap<Vec<u8>, i32>,
+}
+
+impl Partitioner {
+    /// Names this assignment in state fingerprints: a snapshot taken under another one is
+    /// refused (its partitions held other instruments).
+    pub const SCHEME: &'static str = "instrument table position mod partitions, murmur2 otherwise";
+
+    /// The partitioner of `instruments`' table.
+    pub fn new(instruments: &Instruments) -> Self {
+        let by_symbol = instruments
+            .ids()
+            .map(|id| {
+                let symbol = instruments.symbol(id).as_str().as_bytes().to_vec();
+                (symbol, i32::from(id.0))
+            })
+            .collect();
+        Partitioner { by_symbol }
+    }
+
+    /// The partition of a record keyed `key` in a topic of `partitions` partitions.
+    #[inline]
+    pub fn partition(&self, key: &[u8], partitions: i32) -> i32 {
+        match self.by_symbol.get(key) {
+            Some(index) => index % partitions.max(1),
+            None => partition_for(key, partitions),
+        }
+    }
+
+    /// The partition of `symbol`'s records, if it is an instrument of the table.
+    pub fn instrument_partition(&self, symbol: &str, partitions: i32) -> Option<i32> {
+        self.by_symbol
+            .get(symbol.as_bytes())
+            .map(|index| index % partitions.max(1))
+    }
+}
+
+/// Kafka's default (Java client) partitioner: murmur2 of the key, positive, modulo the count
+/// (librdkafka's `murmur2_random`). Used for every key that is not an instrument.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) % partitions.max(1) as u32) as i32
 }
@@ -506,6 +557,35 @@ mod tests {
         }
         let t = Topics::with_prefix("replay.");
         assert_eq!(t.order_events, "replay.order-events");
+    }
+
+    #[test]
+    fn instruments_spread_over_partitions_by_their_table_position() {
+        let instruments = crate::config::load_instruments(None).unwrap();
+        let p = Partitioner::new(&instruments);
+        let n = TopicLayout::production().partitions(Topic::Orders);
+        let used: Vec<i32> = instruments
+            .ids()
+            .map(|id| p.partition(instruments.symbol(id).as_str().as_bytes(), n))
+            .collect();
+        // One instrument per partition while there are enough partitions.
+        assert_eq!(used, (0..instruments.len() as i32).collect::<Vec<_>>());
+        // Fewer partitions: round robin, so no partition has two more than another.
+        let on_4: Vec<i32> = instruments
+            .ids()
+            .map(|id| {
+                p.instrument_partition(instruments.symbol(id).as_str(), 4)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(on_4, vec![0, 1, 2, 3, 0, 1, 2]);
+        // Other keys (traders) keep Kafka's default partitioner.
+        assert_eq!(p.partition(b"T0001", 12), partition_for(b"T0001", 12));
+        assert_eq!(p.instrument_partition("T0001", 12), None);
+        assert_eq!(
+            Partitioner::default().partition(b"TCS", 12),
+            partition_for(b"TCS", 12)
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use kappa_exchange::runtime::kafka::{
 };
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::{parse_order, BookMessage, TradeMessage};
-use kappa_exchange::topics::TopicLayout;
+use kappa_exchange::topics::{Partitioner, TopicLayout};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
@@ -52,7 +52,8 @@ fn publish_in_background(
     std::thread::spawn(move || {
         let n = items.len() as u64;
         let it = items.into_iter().map(|(k, v, t)| (k, v, Some(t)));
-        generator::publish(&kafka, it, n, rate, false, &Shutdown::new())
+        let partitioner = Partitioner::new(&config::load_instruments(None).unwrap());
+        generator::publish(&kafka, &partitioner, it, n, rate, false, &Shutdown::new())
             .unwrap()
             .published
     })

@@ -313,15 +313,11 @@ fn two_match_makers_share_the_partitions_and_one_takes_over(on: On) {
     assert_eq!(topic_trades(&p, "trades"), expected_trades(&items));
     let per_source = audit_sequences(&p, "");
     let instruments = config::load_instruments(None).unwrap();
+    let partitioner = kappa_exchange::topics::Partitioner::new(&instruments);
     let used: std::collections::HashSet<i32> = (0..5)
         .map(|i| {
-            kappa_exchange::topics::partition_for(
-                instruments
-                    .symbol(kappa_exchange::engine::InstrumentId(i))
-                    .as_str()
-                    .as_bytes(),
-                4,
-            )
+            let symbol = instruments.symbol(kappa_exchange::engine::InstrumentId(i));
+            partitioner.partition(symbol.as_str().as_bytes(), 4)
         })
         .collect();
     assert_eq!(

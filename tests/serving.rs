@@ -201,6 +201,11 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         .map(|i| i["symbol"].as_str().unwrap())
         .collect();
     assert_eq!(&symbols[..3], ["TCS", "INFY", "RELIANCE"]);
+    // Each instrument's `orders` partition: its table position mod the partition count.
+    let n = partition_count(&reader, &p.topic("orders")).unwrap() as u64;
+    for (k, i) in list.as_array().unwrap().iter().enumerate() {
+        assert_eq!(i["partition"].as_u64(), Some(k as u64 % n), "{i}");
+    }
     let tcs_trades: Vec<&TradeMessage> = trades.iter().filter(|t| t.instrument == "TCS").collect();
     assert_eq!(list[0]["trades"].as_u64(), Some(tcs_trades.len() as u64));
     assert_eq!(d(&list[0]["last"]), tcs_trades.last().unwrap().price);

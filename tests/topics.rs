@@ -199,8 +199,15 @@ fn kafka_the_generator_counts_only_delivered_orders_and_fails_loudly_on_a_lost_o
         )
     };
     let shutdown = kappa_exchange::runtime::shutdown::Shutdown::new();
-    let ok = kappa_exchange::generator::publish_to(&k, &topic, (0..50).map(small), 50, &shutdown)
-        .unwrap();
+    let ok = kappa_exchange::generator::publish_to(
+        &k,
+        &Default::default(),
+        &topic,
+        (0..50).map(small),
+        50,
+        &shutdown,
+    )
+    .unwrap();
     assert_eq!(ok.published, 50);
     // Incompressible (the producer compresses with lz4), and alone in its batch.
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -213,9 +220,10 @@ fn kafka_the_generator_counts_only_delivered_orders_and_fails_loudly_on_a_lost_o
         })
         .collect();
     let big = std::iter::once(("big".to_string(), noise, None));
-    let err = kappa_exchange::generator::publish_to(&k, &topic, big, 1, &shutdown)
-        .unwrap_err()
-        .to_string();
+    let err =
+        kappa_exchange::generator::publish_to(&k, &Default::default(), &topic, big, 1, &shutdown)
+            .unwrap_err()
+            .to_string();
     assert!(
         err.contains("1 of 1 orders were not delivered (0 were)"),
         "{err}"

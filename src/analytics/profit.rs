@@ -217,6 +217,10 @@ impl Job for ProfitJob {
         "profit-calculator"
     }
 
+    fn instruments(&self) -> &Instruments {
+        &self.instruments
+    }
+
     fn input(&self) -> String {
         self.topics.trades.clone()
     }

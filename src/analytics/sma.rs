@@ -153,6 +153,10 @@ impl Job for SmaJob {
         "sma-calculator"
     }
 
+    fn instruments(&self) -> &Instruments {
+        self.decoder.instruments()
+    }
+
     fn input(&self) -> String {
         self.topics.trades.clone()
     }

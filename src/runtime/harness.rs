@@ -131,6 +131,7 @@ impl<J: Job> Harness<J> {
     pub fn new(job: J, partitions: impl Fn(&str) -> i32) -> Self {
         let names = job.outputs();
         let outputs = OutputTopics {
+            partitioner: crate::topics::Partitioner::new(job.instruments()),
             partitions: names.iter().map(|n| partitions(n)).collect(),
             state: job
                 .state_outputs()

@@ -13,7 +13,7 @@
 
 use super::metrics::Counters;
 use crate::schema::{RejectMessage, SourceRef};
-use crate::topics::partition_for;
+use crate::topics::Partitioner;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -65,6 +65,8 @@ pub trait Job {
     fn name(&self) -> &'static str;
     /// Input topic.
     fn input(&self) -> String;
+    /// The instrument table: it decides where instrument-keyed outputs go ([`Partitioner`]).
+    fn instruments(&self) -> &kappa_engine::Instruments;
     /// Output topics in the sequence space (deterministic outputs), indexed by position.
     fn outputs(&self) -> Vec<String>;
     /// Topics of state outputs ([`Emitter::emit_state`], [`Emitter::emit_once`]).
@@ -122,6 +124,8 @@ pub trait Job {
 /// Output topics, with their partition counts: the sequenced ones by index, the rest by name.
 #[derive(Clone, Debug, Default)]
 pub struct OutputTopics {
+    /// Where keyed records go (the instrument table's assignment, murmur2 for other keys).
+    pub partitioner: Partitioner,
     pub names: Vec<String>,
     pub partitions: Vec<i32>,
     /// Partition counts of state topics.
@@ -240,7 +244,7 @@ impl Emitter<'_> {
     }
 
     /// Publishes one deterministic output to output `index` (see [`Job::outputs`]), keyed by
-    /// `key` (partition = murmur2(key); empty key = same partition number as the input), unless
+    /// `key` (partition from [`Partitioner`]; empty key = same partition number as the input), unless
     /// it was already published.
     pub fn emit<T: Serialize>(&mut self, index: usize, key: &[u8], msg: &T) -> anyhow::Result<()> {
         let seq = self.seq.next_seq[index];
@@ -249,7 +253,7 @@ impl Emitter<'_> {
         let q = if key.is_empty() {
             self.seq.partition % n
         } else {
-            partition_for(key, n)
+            self.topics.partitioner.partition(key, n)
         };
         if self.seq.last_offset < self.seq.published_below
             || seq <= self.seq.published[index][q as usize]
@@ -329,7 +333,7 @@ impl Emitter<'_> {
             offset: self.seq.last_offset,
             seq: None,
         };
-        let q = partition_for(key, n);
+        let q = self.topics.partitioner.partition(key, n);
         self.sink
             .send(topic, q, key, self.buf, self.seq.last_ts, origin, self.job)?;
         Counters::add(&self.counters.produced, 1);

@@ -1234,7 +1234,13 @@ pub fn run<J: Job>(
             changes: Mutex::default(),
         })
         .context("creating consumer")?;
-    let fingerprint_of = job.fingerprint();
+    // Where records go is part of what a partition's state means.
+    let fingerprint_of = format!(
+        "{}; partitioning {}",
+        job.fingerprint(),
+        crate::topics::Partitioner::SCHEME
+    );
+    let partitioner = crate::topics::Partitioner::new(job.instruments());
     let mut ctx = Ctx {
         fingerprint: snapshot::fingerprint(job.name(), &fingerprint_of),
         fingerprint_of,
@@ -1248,6 +1254,7 @@ pub fn run<J: Job>(
         deliveries: &deliveries,
         input: input.clone(),
         outputs: OutputTopics {
+            partitioner,
             names,
             partitions,
             state,

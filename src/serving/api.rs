@@ -20,7 +20,7 @@
 
 use super::orders::{self, IdAllocator, Prepared, RecentIds, Refused};
 use super::state::MarketState;
-use crate::topics::partition_for;
+use crate::topics::Partitioner;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -62,6 +62,7 @@ pub struct ApiCounters {
 /// Where validated orders go.
 pub struct OrderSink {
     pub producer: FutureProducer,
+    pub partitioner: Partitioner,
     pub topic: String,
     pub partitions: i32,
 }
@@ -250,8 +251,16 @@ async fn dashboard() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD))
 }
 
+/// The instruments, each with the `orders` partition its orders must be produced to.
 async fn instruments(State(app): State<App>) -> impl IntoResponse {
-    Json(app.read().instruments())
+    let mut list = app.read().instruments();
+    for i in &mut list {
+        i.partition = app
+            .sink
+            .partitioner
+            .instrument_partition(&i.symbol, app.sink.partitions);
+    }
+    Json(list)
 }
 
 async fn book(
@@ -334,7 +343,10 @@ async fn order_status(
 
 /// Publishes a validated order; answers 202 once the broker has it.
 async fn publish(app: &Shared, p: Prepared) -> Result<Response, ApiError> {
-    let partition = partition_for(p.key.as_bytes(), app.sink.partitions);
+    let partition = app
+        .sink
+        .partitioner
+        .partition(p.key.as_bytes(), app.sink.partitions);
     let record = FutureRecord::to(&app.sink.topic)
         .partition(partition)
         .key(&p.key)

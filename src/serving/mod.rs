@@ -129,6 +129,7 @@ pub fn spawn(
             .set("queue.buffering.max.kbytes", "16384")
             .create()
             .context("creating the order producer")?,
+        partitioner: crate::topics::Partitioner::new(instruments),
         partitions: partition_count(&metadata, &topics.orders)?,
         topic: topics.orders,
     };

@@ -118,6 +118,9 @@ pub struct InstrumentSummary {
     pub trades: u64,
     #[serde(with = "json_decimal")]
     pub volume: Decimal,
+    /// The `orders` partition the instrument's orders must be produced to (set by the API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
 }
 
 /// The top of one instrument's book, with spread and mid.
@@ -401,6 +404,7 @@ impl MarketState {
                     best_ask: top(|b| &b.asks),
                     trades: s.trade_count,
                     volume: s.volume,
+                    partition: None,
                 }
             })
             .collect()

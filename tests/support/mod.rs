@@ -15,7 +15,7 @@ use kappa_exchange::runtime::broker::Broker;
 use kappa_exchange::runtime::kafka::{create_reader, KafkaArgs, Reader};
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::schema::TradeMessage;
-use kappa_exchange::topics::TopicLayout;
+use kappa_exchange::topics::{Partitioner, TopicLayout};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -215,6 +215,7 @@ pub fn publish_at(p: &Pipeline, items: &[(String, Vec<u8>, i64)], rate: f64) {
         .map(|(k, v, t)| (k.clone(), v.clone(), Some(*t)));
     let stats = generator::publish(
         &p.kafka,
+        &Partitioner::new(&config::load_instruments(None).unwrap()),
         it,
         items.len() as u64,
         rate,
