@@ -130,6 +130,33 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Soak: the whole pipeline as separate processes at a fixed rate for a duration, printing
+    /// each job's RSS and consumer lag over time (use --brokers for a real cluster).
+    Soak {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Orders per second.
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// How long to publish, in minutes.
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        interval_s: u64,
+        /// Partitions of every topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Retention of the soak's topics, in minutes (keeps the broker's disk bounded).
+        #[arg(long, default_value_t = 10)]
+        retention_min: u64,
+        /// Directory of the job binaries (default: beside this executable).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Also write the samples as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// Run the matching engine in-process over generated orders and print a market summary.
     Simulate {
         #[command(flatten)]
@@ -201,6 +228,7 @@ fn main() -> anyhow::Result<()> {
             | Command::BenchPipeline { .. }
             | Command::BenchAnalytics { .. }
             | Command::BenchRecovery { .. }
+            | Command::Soak { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
         // The demo prints its own live summary; keep the jobs' logs to warnings.
@@ -301,6 +329,28 @@ fn main() -> anyhow::Result<()> {
                 broker,
             };
             kappa_exchange::bench::run(&cfg, &instruments)?;
+        }
+        Command::Soak {
+            broker,
+            rate,
+            minutes,
+            interval_s,
+            partitions,
+            retention_min,
+            bin_dir,
+            csv,
+        } => {
+            let cfg = kappa_exchange::soak::SoakConfig {
+                broker,
+                rate,
+                duration: std::time::Duration::from_secs_f64(minutes * 60.0),
+                interval: std::time::Duration::from_secs(interval_s.max(1)),
+                partitions,
+                retention: std::time::Duration::from_secs(retention_min * 60),
+                bin_dir,
+                csv,
+            };
+            kappa_exchange::soak::run(&cfg, &Shutdown::on_signals()?)?;
         }
         Command::BenchRecovery {
             broker,

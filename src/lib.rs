@@ -29,5 +29,6 @@ pub mod runtime;
 pub mod schema;
 pub mod serving;
 pub mod simulate;
+pub mod soak;
 pub mod telemetry;
 pub mod topics;

@@ -17,6 +17,9 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+/// Most `trades` partitions whose P&L totals make up the leaderboard.
+pub const MAX_TOTALS_PARTITIONS: i32 = 4096;
+
 /// How much history the state keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -367,6 +370,12 @@ impl MarketState {
 
     /// Applies a partition's P&L totals from `analytics`: the leaderboard is their combination.
     pub fn apply_totals(&mut self, totals: TotalsMessage) {
+        // One entry per trades partition is kept: a partition number no deployment has is not a
+        // partition's totals (and would grow the map without bound).
+        if !(0..MAX_TOTALS_PARTITIONS).contains(&totals.partition) {
+            self.counts.undecodable += 1;
+            return;
+        }
         self.counts.analytics += 1;
         if self.totals.apply(totals) {
             let v = self.bump();
@@ -833,5 +842,11 @@ mod tests {
             (board.top[0].trader.as_str(), board.top[0].total),
             ("T1", d("5"))
         );
+        // A partition number no deployment has is refused, not kept.
+        for bad in [-1, MAX_TOTALS_PARTITIONS, i32::MAX] {
+            s.apply_totals(totals(bad, 3000, "T1", "1000"));
+        }
+        assert_eq!(s.counts().undecodable, 3);
+        assert_eq!(s.leaderboard().unwrap().top[0].total, d("5"));
     }
 }
