@@ -25,6 +25,12 @@ for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is missing (install Rust with rustup, components rustfmt and clippy)" >&2; exit 1; }
 done
 
+# cargo-fuzz (scripts/fuzz.sh), pinned.
+if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
+  echo "setup: installing cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+
 # The broker's jars (cached in tools/kafka/lib; no network once there).
 bash "$(dirname "$0")/kafka.sh" fetch
 

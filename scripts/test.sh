@@ -23,3 +23,6 @@ cargo test --workspace --locked
 
 echo "== deployment checks"
 bash scripts/deploy-check.sh
+
+echo "== fuzzing: each target for 60 s over its committed corpus"
+bash scripts/fuzz.sh 60

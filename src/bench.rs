@@ -370,7 +370,7 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     let args = AnalyticsArgs::default();
     let g = Instant::now();
     let trades = synthetic_trades(cfg.trades, cfg.seed, instruments);
-    let mut decoder = TradeDecoder::new(instruments.clone());
+    let mut decoder = TradeDecoder::new(instruments.clone(), usize::MAX);
     let payloads: Vec<Vec<u8>> = trades
         .iter()
         .map(|t| serde_json::to_vec(t).expect("serializes"))

@@ -253,9 +253,10 @@ pub fn run(cfg: &SoakConfig, shutdown: &Shutdown) -> anyhow::Result<()> {
         }
         // Offsets, not messages: the marker that commits a transaction takes an offset, so a
         // caught-up group reading a transactional topic still shows up to one per partition.
-        let caught_up = history
-            .iter()
-            .all(|h| h.last().is_some_and(|s| s.lag.unwrap_or(0) <= cfg.partitions as i64));
+        let caught_up = history.iter().all(|h| {
+            h.last()
+                .is_some_and(|s| s.lag.unwrap_or(0) <= cfg.partitions as i64)
+        });
         if shutdown.is_triggered() || (generator_done && caught_up) || started.elapsed() > deadline
         {
             break;

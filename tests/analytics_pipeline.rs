@@ -84,7 +84,7 @@ fn analytics_jobs_end_to_end(on: On) {
 
     // Bars: equal to the Polars engine run directly over each trades partition.
     let instruments = config::load_instruments(None).unwrap();
-    let mut decoder = TradeDecoder::new(instruments.clone());
+    let mut decoder = TradeDecoder::new(instruments.clone(), usize::MAX);
     let r = reader(&p);
     let mut expected: BTreeMap<(String, i64), BarValues> = BTreeMap::new();
     let mut trades_by_partition: Vec<Vec<kappa_analytics::TradeRow>> = Vec::new();

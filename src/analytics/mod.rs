@@ -45,6 +45,11 @@ pub struct AnalyticsArgs {
     /// Batch mode: stop at the end offsets seen at start, close all windows, publish and exit 0.
     #[arg(long)]
     pub until_end: bool,
+    /// Most distinct traders per `trades` partition (the profit calculator's P&L tables; ≈ 1 kB
+    /// per trader and instrument traded): a trade by one more trader is rejected `trader_limit`
+    /// (bounded, counted), never silently dropped.
+    #[arg(long, default_value_t = DEFAULT_MAX_TRADERS)]
+    pub max_traders: usize,
     /// Most trades per micro-batch (batches grow to this under load; idle flushes come sooner).
     #[arg(long, default_value_t = 100_000)]
     pub batch_size: usize,
@@ -92,11 +97,12 @@ impl AnalyticsArgs {
     /// What the analytics state depends on besides the input.
     pub fn fingerprint(&self, instruments: &Instruments) -> String {
         format!(
-            "analytics state v{}, window {} ms, lateness {} ms, sma {:?}, instruments {}",
+            "analytics state v{}, window {} ms, lateness {} ms, sma {:?}, max traders {}, instruments {}",
             kappa_analytics::STATE_VERSION,
             self.window,
             self.lateness,
             self.sma,
+            self.max_traders,
             crate::config::instruments_fingerprint(instruments)
         )
     }
@@ -112,6 +118,7 @@ impl Default for AnalyticsArgs {
             group: None,
             from_beginning: false,
             until_end: false,
+            max_traders: DEFAULT_MAX_TRADERS,
             batch_size: 100_000,
             idle_exit_ms: None,
             output_prefix: None,
@@ -119,6 +126,9 @@ impl Default for AnalyticsArgs {
         }
     }
 }
+
+/// Default [`AnalyticsArgs::max_traders`].
+pub const DEFAULT_MAX_TRADERS: usize = 100_000;
 
 /// Parses `250ms`, `1s`, `2m`, `1h` (or a bare number of milliseconds).
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
@@ -174,13 +184,17 @@ pub fn admit(
 }
 
 /// Trade messages → exact integer rows, with trader names interned (ids in order of first
-/// appearance). Serializes with the names only (a snapshot restores the same ids).
+/// appearance), at most `max_traders` of them (a trade by one more is rejected `trader_limit`);
+/// or, for jobs that do not need traders, not interned at all (ids 0). Serializes with the names
+/// only (a snapshot restores the same ids; the limit is the job's setting, set again on load).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(from = "DecoderState", into = "DecoderState")]
 pub struct TradeDecoder {
     instruments: Instruments,
     ids: HashMap<String, u32>,
     names: Vec<String>,
+    /// `None`: traders are not interned.
+    max_traders: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -201,6 +215,7 @@ impl From<DecoderState> for TradeDecoder {
             instruments: d.instruments,
             ids,
             names: d.names,
+            max_traders: Some(usize::MAX),
         }
     }
 }
@@ -215,26 +230,59 @@ impl From<TradeDecoder> for DecoderState {
 }
 
 impl TradeDecoder {
-    pub fn new(instruments: Instruments) -> Self {
+    /// A decoder interning at most `max_traders` trader names.
+    pub fn new(instruments: Instruments, max_traders: usize) -> Self {
         TradeDecoder {
             instruments,
             ids: HashMap::new(),
             names: Vec::new(),
+            max_traders: Some(max_traders),
         }
+    }
+
+    /// A decoder that keeps no trader names (every trader id is 0): memory independent of them.
+    pub fn without_traders(instruments: Instruments) -> Self {
+        TradeDecoder {
+            max_traders: None,
+            ..Self::new(instruments, 0)
+        }
+    }
+
+    /// Sets the trader limit (after a restore: it is a setting, not state).
+    pub fn set_max_traders(&mut self, max_traders: usize) {
+        if self.max_traders.is_some() {
+            self.max_traders = Some(max_traders);
+        }
+    }
+
+    /// Number of interned traders.
+    pub fn traders(&self) -> usize {
+        self.names.len()
     }
 
     pub fn instruments(&self) -> &Instruments {
         &self.instruments
     }
 
-    fn intern(&mut self, name: &str) -> u32 {
+    fn intern(&mut self, name: &str) -> Result<u32, InputError> {
+        let Some(max) = self.max_traders else {
+            return Ok(0);
+        };
         if let Some(&id) = self.ids.get(name) {
-            return id;
+            return Ok(id);
+        }
+        if self.names.len() >= max {
+            return Err(InputError {
+                reason: "trader_limit",
+                detail: format!(
+                    "this partition already tracks {max} traders (--max-traders); the trade of {name:?} is not in P&L"
+                ),
+            });
         }
         let id = self.names.len() as u32;
         self.names.push(name.to_string());
         self.ids.insert(name.to_string(), id);
-        id
+        Ok(id)
     }
 
     /// Name of an interned trader.
@@ -274,8 +322,8 @@ impl TradeDecoder {
             ts_ms: t.ts_ms,
             price,
             quantity: quantity as i64,
-            buyer: self.intern(&t.buyer),
-            seller: self.intern(&t.seller),
+            buyer: self.intern(&t.buyer)?,
+            seller: self.intern(&t.seller)?,
         };
         Ok((row, t.instrument))
     }
@@ -341,7 +389,7 @@ mod tests {
 
     #[test]
     fn decoding_is_exact_and_interns_traders() {
-        let mut d = TradeDecoder::new(crate::config::load_instruments(None).unwrap());
+        let mut d = TradeDecoder::new(crate::config::load_instruments(None).unwrap(), 100);
         let msg = br#"{"trade_id":1,"instrument":"TCS","price":15.05,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
         let (row, symbol) = d.decode(msg).unwrap();
         assert_eq!(
@@ -368,5 +416,46 @@ mod tests {
         assert_eq!(d.decode(b"{}").unwrap_err().reason, "invalid_trade");
         let off = br#"{"trade_id":1,"instrument":"TCS","price":15.01,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
         assert_eq!(d.decode(off).unwrap_err().reason, "price_off_tick");
+    }
+
+    #[test]
+    fn trader_tables_are_bounded_and_survive_a_restore() {
+        let instruments = crate::config::load_instruments(None).unwrap();
+        let trade = |buyer: &str, seller: &str| {
+            format!(
+                r#"{{"trade_id":1,"instrument":"TCS","price":15,"quantity":1,"buyer":"{buyer}","seller":"{seller}","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}}"#
+            )
+        };
+        let mut d = TradeDecoder::new(instruments.clone(), 3);
+        d.decode(trade("A", "B").as_bytes()).unwrap();
+        d.decode(trade("C", "A").as_bytes()).unwrap();
+        let refused = d.decode(trade("A", "D").as_bytes()).unwrap_err();
+        assert_eq!(refused.reason, "trader_limit");
+        assert!(
+            refused.detail.contains("--max-traders"),
+            "{}",
+            refused.detail
+        );
+        assert_eq!(d.traders(), 3);
+        d.decode(trade("B", "C").as_bytes()).unwrap(); // known traders still trade
+                                                       // The limit is a setting: set again after a restore, the names are state.
+        let mut back: TradeDecoder =
+            serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        back.set_max_traders(3);
+        assert_eq!(
+            back.decode(trade("A", "E").as_bytes()).unwrap_err().reason,
+            "trader_limit"
+        );
+        assert_eq!(back.decode(trade("C", "B").as_bytes()).unwrap().0.buyer, 2);
+        // Jobs that need no traders keep none.
+        let mut bars = TradeDecoder::without_traders(instruments);
+        for k in 0..1000 {
+            let row = bars
+                .decode(trade(&format!("X{k}"), "Y").as_bytes())
+                .unwrap()
+                .0;
+            assert_eq!((row.buyer, row.seller), (0, 0));
+        }
+        assert_eq!(bars.traders(), 0);
     }
 }

@@ -243,7 +243,7 @@ impl Job for ProfitJob {
             .filter(|&n| n > 0)
             .min()
             .map_or(vec![], |n| vec![n]);
-        let decoder = TradeDecoder::new(self.instruments.clone());
+        let decoder = TradeDecoder::new(self.instruments.clone(), self.args.max_traders);
         ProfitState {
             pnl: PnlEngine::new(spec, decoder.unit_values()),
             decoder,
@@ -263,7 +263,9 @@ impl Job for ProfitJob {
     }
 
     fn load(&mut self, _partition: i32, bytes: &[u8]) -> anyhow::Result<ProfitState> {
-        snapshot::from_bytes(bytes)
+        let mut st: ProfitState = snapshot::from_bytes(bytes)?;
+        st.decoder.set_max_traders(self.args.max_traders);
+        Ok(st)
     }
 
     fn handle(

@@ -46,7 +46,8 @@ pub struct SmaJob {
 impl SmaJob {
     pub fn new(instruments: Instruments, args: AnalyticsArgs, topics: Topics) -> Self {
         SmaJob {
-            decoder: TradeDecoder::new(instruments),
+            // Bars and SMAs need no trader names: none are kept.
+            decoder: TradeDecoder::without_traders(instruments),
             args,
             topics,
         }
