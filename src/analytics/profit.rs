@@ -35,6 +35,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Most closed windows (each with every trader's total) held before they are published.
+const MAX_PENDING_WINDOWS: usize = 16;
+
 const ANALYTICS: usize = 0;
 const REJECTS: usize = 1;
 
@@ -102,15 +105,22 @@ impl ProfitJob {
     /// Publishes, window by window, the P&L rows then the totals (keeping SMA marks current as
     /// of each window). Window by window: how many windows one call closes depends on batching,
     /// and the sequence of outputs must not.
+    ///
+    /// `bars` are the whole batch's; `next_bar` is how many of them earlier calls for the batch
+    /// used, and the `last` call applies the rest to the SMA marks.
+    #[allow(clippy::too_many_arguments)]
     fn publish(
         &mut self,
         st: &mut ProfitState,
         bars: &[kappa_analytics::Bar],
+        next_bar: &mut usize,
         rows: &[PnlRow],
         totals: Vec<WindowTotals>,
+        last: bool,
         out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
-        let mut next_bar = 0;
+        let next_bar_in = next_bar;
+        let mut next_bar = *next_bar_in;
         let mut messages = Vec::with_capacity(rows.len());
         // Canonical order within a window: by trader *name* and instrument (ids are interned in
         // arrival order, which a snapshot preserves but a name order does not need).
@@ -169,12 +179,16 @@ impl ProfitJob {
                 out.emit(ANALYTICS, TOTALS_KEY.as_bytes(), &msg)?;
             }
         }
-        for b in &bars[next_bar..] {
-            if let Some((n, Some(sum))) = b.sma_sums.first() {
-                st.sma_mark
-                    .insert(b.instrument, Decimal::from(*sum) / Decimal::from(*n as u64));
+        if last {
+            for b in &bars[next_bar..] {
+                if let Some((n, Some(sum))) = b.sma_sums.first() {
+                    st.sma_mark
+                        .insert(b.instrument, Decimal::from(*sum) / Decimal::from(*n as u64));
+                }
             }
+            next_bar = bars.len();
         }
+        *next_bar_in = next_bar;
         // Deterministic files, replaced atomically: written on replay too (backfills).
         if let Some(dir) = &self.args.parquet_dir {
             write_pnl_parquet(dir, out.partition(), &messages)?;
@@ -283,15 +297,25 @@ impl Job for ProfitJob {
     fn after_batch(&mut self, st: &mut ProfitState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         let batch = std::mem::take(&mut st.batch);
         let bars = st.bars.push(&batch)?.bars;
-        let pnl = st.pnl.push(&batch)?;
-        self.publish(st, &bars, &pnl.rows, pnl.totals, out)
+        // A closed window holds every trader's total until published: a batch that closes many
+        // windows (a replay of sparse trading) is published MAX_PENDING_WINDOWS at a time.
+        let (mut rest, mut next_bar) = (&batch[..], 0);
+        loop {
+            let (pnl, used) = st.pnl.push_bounded(rest, MAX_PENDING_WINDOWS)?;
+            rest = &rest[used..];
+            let last = rest.is_empty();
+            self.publish(st, &bars, &mut next_bar, &pnl.rows, pnl.totals, last, out)?;
+            if last {
+                return Ok(());
+            }
+        }
     }
 
     fn end_of_input(&mut self, st: &mut ProfitState, out: &mut Emitter<'_>) -> anyhow::Result<()> {
         self.after_batch(st, out)?;
         let bars = st.bars.flush()?;
         let pnl = st.pnl.flush()?;
-        self.publish(st, &bars, &pnl.rows, pnl.totals, out)
+        self.publish(st, &bars, &mut 0, &pnl.rows, pnl.totals, true, out)
     }
 }
 

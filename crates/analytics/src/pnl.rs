@@ -226,6 +226,19 @@ impl PnlEngine {
 
     /// Adds a micro-batch of trades (in arrival order).
     pub fn push(&mut self, trades: &[TradeRow]) -> PolarsResult<PnlOutput> {
+        Ok(self.push_bounded(trades, usize::MAX)?.0)
+    }
+
+    /// Adds trades (in arrival order) until at least `max_closed` windows have closed, and
+    /// returns their output with the number of trades used (≥ 1 unless `trades` is empty): a
+    /// closed window holds every trader's total until it is emitted, so a caller bounds memory
+    /// by pushing the rest of a batch in further calls. The outputs do not depend on the split.
+    pub fn push_bounded(
+        &mut self,
+        trades: &[TradeRow],
+        max_closed: usize,
+    ) -> PolarsResult<(PnlOutput, usize)> {
+        let mut used = 0;
         let mut late = Vec::new();
         let (mut window, mut trader, mut inst, mut bought, mut sold, mut notional) = (
             Vec::new(),
@@ -236,6 +249,10 @@ impl PnlEngine {
             Vec::new(),
         );
         for t in trades {
+            if self.closed.len() >= max_closed.max(1) {
+                break;
+            }
+            used += 1;
             let before = self.clock.watermark();
             let Some(w) = self.clock.admit(t.ts_ms) else {
                 late.push(t.clone());
@@ -293,7 +310,7 @@ impl PnlEngine {
             self.partial = Some(agg);
         }
         let (rows, totals) = self.emit_closed()?;
-        Ok(PnlOutput { rows, totals, late })
+        Ok((PnlOutput { rows, totals, late }, used))
     }
 
     /// End of input: closes every window.
