@@ -55,6 +55,39 @@ pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Option<Update> {
     }
 }
 
+/// Why a message of `topic` does not decode (called for those only, to name the cause).
+pub fn why_undecodable(topics: &Topics, topic: &str, payload: &[u8]) -> String {
+    fn err<T: serde::de::DeserializeOwned>(p: &[u8]) -> String {
+        match serde_json::from_slice::<T>(p) {
+            Ok(_) => "decoded, but not as any message of this topic".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+    if topic == topics.book {
+        err::<BookMessage>(payload)
+    } else if topic == topics.trades {
+        err::<TradeMessage>(payload)
+    } else if topic == topics.order_events {
+        err::<OrderEventMessage>(payload)
+    } else if topic == topics.analytics {
+        match serde_json::from_slice::<AnalyticsKind>(payload) {
+            Err(e) => format!("no analytics kind: {e}"),
+            Ok(k) => match k.kind.as_str() {
+                "bar" => err::<BarMessage>(payload),
+                "sma" => err::<SmaMessage>(payload),
+                "pnl" => err::<PnlMessage>(payload),
+                "totals" => err::<TotalsMessage>(payload),
+                other => format!("unknown analytics kind {other:?}"),
+            },
+        }
+    } else {
+        format!("not a topic this server reads: {topic}")
+    }
+}
+
+/// Undecodable messages logged one by one before only every 10 000th is.
+const LOGGED_UNDECODABLE: u64 = 20;
+
 /// Applies one update to the state.
 pub fn apply(state: &mut MarketState, update: Option<Update>) {
     match update {
@@ -103,13 +136,30 @@ pub fn run(
         .assign(&tpl)
         .context("assigning the feed partitions")?;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut undecodable = 0u64;
     while !shutdown.is_triggered() {
         let mut timeout = Duration::from_millis(100);
         while batch.len() < BATCH {
             match consumer.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => {
-                    batch.push(decode(&topics, m.topic(), m.payload().unwrap_or_default()));
+                    let payload = m.payload().unwrap_or_default();
+                    let update = decode(&topics, m.topic(), payload);
+                    if update.is_none() {
+                        undecodable += 1;
+                        if undecodable <= LOGGED_UNDECODABLE || undecodable % 10_000 == 0 {
+                            tracing::warn!(
+                                topic = m.topic(),
+                                partition = m.partition(),
+                                offset = m.offset(),
+                                bytes = payload.len(),
+                                undecodable,
+                                cause = %why_undecodable(&topics, m.topic(), payload),
+                                "undecodable message: counted (kappa_undecodable_total) and skipped"
+                            );
+                        }
+                    }
+                    batch.push(update);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "feed consumer error"),
             }
@@ -139,4 +189,29 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_messages_get_their_cause_named() {
+        let t = Topics::default();
+        for (topic, payload, cause) in [
+            (&t.trades, &b"{\"trade_id\":1"[..], "EOF while parsing"),
+            (&t.book, &b"\xff"[..], "expected value"),
+            (
+                &t.analytics,
+                &b"{\"kind\":\"nope\"}"[..],
+                "unknown analytics kind",
+            ),
+            (&t.analytics, &b"[]"[..], "no analytics kind"),
+            (&t.order_events, &b"{}"[..], "missing field"),
+        ] {
+            assert!(decode(&t, topic, payload).is_none());
+            let why = why_undecodable(&t, topic, payload);
+            assert!(why.contains(cause), "{topic}: {why}");
+        }
+    }
 }
