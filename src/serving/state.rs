@@ -594,6 +594,28 @@ mod tests {
         }
     }
 
+    /// A P&L row of one unit bought at 1, with `realized` and `unrealized` P&L.
+    fn pnl_row(trader: &str, inst: &str, realized: &str, unrealized: &str) -> PnlMessage {
+        PnlMessage {
+            kind: "pnl".into(),
+            trader: trader.into(),
+            instrument: inst.into(),
+            end_ms: 0,
+            position: d("1"),
+            avg_price: d("1"),
+            realized: d(realized),
+            unrealized: d(unrealized),
+            total: d(realized) + d(unrealized),
+            mark: d("1"),
+            mark_sma: None,
+            unrealized_sma: None,
+            volume: d("1"),
+            notional: d("1"),
+            window_bought: d("1"),
+            window_sold: d("0"),
+        }
+    }
+
     fn bar(sym: &str, end: i64, close: &str) -> BarMessage {
         BarMessage {
             kind: "bar".into(),
@@ -735,24 +757,7 @@ mod tests {
             pnl_traders: 2,
             ..Limits::default()
         });
-        let row = |trader: &str, inst: &str| PnlMessage {
-            kind: "pnl".into(),
-            trader: trader.into(),
-            instrument: inst.into(),
-            end_ms: 0,
-            position: d("1"),
-            avg_price: d("1"),
-            realized: d("1"),
-            unrealized: d("0"),
-            total: d("1"),
-            mark: d("1"),
-            mark_sma: None,
-            unrealized_sma: None,
-            volume: d("1"),
-            notional: d("1"),
-            window_bought: d("1"),
-            window_sold: d("0"),
-        };
+        let row = |trader: &str, inst: &str| pnl_row(trader, inst, "1", "0");
         s.apply_pnl(row("A", "TCS"));
         s.apply_pnl(row("B", "TCS"));
         s.apply_pnl(row("A", "INFY")); // A is now the most recent
@@ -796,23 +801,8 @@ mod tests {
     #[test]
     fn pnl_totals_and_the_latest_leaderboard() {
         let mut s = state(Limits::default());
-        let row = |inst: &str, realized: &str, unrealized: &str| PnlMessage {
-            kind: "pnl".into(),
-            trader: "T1".into(),
-            instrument: inst.into(),
-            end_ms: 0,
-            position: d("1"),
-            avg_price: d("1"),
-            realized: d(realized),
-            unrealized: d(unrealized),
-            total: d(realized) + d(unrealized),
-            mark: d("1"),
-            mark_sma: None,
-            unrealized_sma: None,
-            volume: d("1"),
-            notional: d("1"),
-            window_bought: d("1"),
-            window_sold: d("0"),
+        let row = |inst: &str, realized: &str, unrealized: &str| {
+            pnl_row("T1", inst, realized, unrealized)
         };
         s.apply_pnl(row("TCS", "1.5", "-0.25"));
         s.apply_pnl(row("INFY", "2", "1"));

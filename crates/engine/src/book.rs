@@ -415,27 +415,31 @@ mod tests {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
 
+    /// An unlinked buy slot of one lot.
+    fn buy(id: u64, price: i64) -> Slot {
+        Slot {
+            id,
+            trader: TraderId::new("t").unwrap(),
+            price,
+            leaves: 1,
+            filled: 0,
+            prev: NIL,
+            next: NIL,
+            instrument: InstrumentId(0),
+            side: Side::Buy,
+            post_only: false,
+        }
+    }
+
     #[test]
     fn ladder_locate_finds_and_orders_keys() {
         let mut ladder = Ladder::default();
         let mut slab = Slab::default();
-        let t = TraderId::new("t").unwrap();
         // Insert 20 levels in scrambled order; the ladder must end up sorted.
         for k in [
             5i64, 1, 19, 7, 3, 11, 13, 0, 2, 4, 6, 8, 9, 10, 12, 14, 15, 16, 17, 18,
         ] {
-            let i = slab.alloc(Slot {
-                id: k as u64,
-                trader: t,
-                price: k,
-                leaves: 1,
-                filled: 0,
-                prev: NIL,
-                next: NIL,
-                instrument: InstrumentId(0),
-                side: Side::Buy,
-                post_only: false,
-            });
+            let i = slab.alloc(buy(k as u64, k));
             ladder.push_back(&mut slab, k, i, 1);
         }
         let keys: Vec<i64> = ladder.iter_best_first().map(|l| l.key).collect();
@@ -452,7 +456,6 @@ mod tests {
     #[test]
     fn two_tier_ladder_matches_an_ordered_map() {
         use std::collections::BTreeMap;
-        let t = TraderId::new("t").unwrap();
         let mut slab = Slab::default();
         let mut ladder = Ladder::default();
         // key -> slots resting there, oldest first
@@ -477,18 +480,7 @@ mod tests {
                 } else {
                     4_900 + rnd(100) as i64
                 };
-                let i = slab.alloc(Slot {
-                    id: step,
-                    trader: t,
-                    price: key,
-                    leaves: 1,
-                    filled: 0,
-                    prev: NIL,
-                    next: NIL,
-                    instrument: InstrumentId(0),
-                    side: Side::Buy,
-                    post_only: false,
-                });
+                let i = slab.alloc(buy(step, key));
                 let rank = ladder.push_back(&mut slab, key, i, 1);
                 let expected = model.range(key + 1..).count();
                 if expected < NEAR_MIN {
