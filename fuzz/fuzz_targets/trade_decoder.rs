@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let topics = Topics::default();
     let mut state = MarketState::new(instruments, Limits::default());
     for topic in [&topics.book, &topics.trades, &topics.order_events, &topics.analytics] {
-        let update = feed::decode(&topics, topic, data);
+        let update = feed::decode(&topics, topic, data).ok();
         feed::apply(&mut state, update);
         let _ = state.instruments();
         let _ = state.delta("TCS", 0);

@@ -31,10 +31,11 @@ pub enum Update {
     Totals(TotalsMessage),
 }
 
-/// Decodes a message of `topic`; None when it does not decode (counted by the caller).
-pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Option<Update> {
-    fn json<T: serde::de::DeserializeOwned>(p: &[u8]) -> Option<T> {
-        serde_json::from_slice(p).ok()
+/// Decodes a message of `topic`; the error names why it does not decode (the caller counts
+/// and logs it).
+pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Update, String> {
+    fn json<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(p).map_err(|e| e.to_string())
     }
     if topic == topics.book {
         json(payload).map(Update::Book)
@@ -43,45 +44,16 @@ pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Option<Update> {
     } else if topic == topics.order_events {
         json(payload).map(Update::OrderEvent)
     } else if topic == topics.analytics {
-        match json::<AnalyticsKind>(payload)?.kind.as_str() {
+        let kind = json::<AnalyticsKind>(payload).map_err(|e| format!("no analytics kind: {e}"))?;
+        match kind.kind.as_str() {
             "bar" => json(payload).map(Update::Bar),
             "sma" => json(payload).map(Update::Sma),
             "pnl" => json(payload).map(Update::Pnl),
             "totals" => json(payload).map(Update::Totals),
-            _ => None,
+            other => Err(format!("unknown analytics kind {other:?}")),
         }
     } else {
-        None
-    }
-}
-
-/// Why a message of `topic` does not decode (called for those only, to name the cause).
-pub fn why_undecodable(topics: &Topics, topic: &str, payload: &[u8]) -> String {
-    fn err<T: serde::de::DeserializeOwned>(p: &[u8]) -> String {
-        match serde_json::from_slice::<T>(p) {
-            Ok(_) => "decoded, but not as any message of this topic".into(),
-            Err(e) => e.to_string(),
-        }
-    }
-    if topic == topics.book {
-        err::<BookMessage>(payload)
-    } else if topic == topics.trades {
-        err::<TradeMessage>(payload)
-    } else if topic == topics.order_events {
-        err::<OrderEventMessage>(payload)
-    } else if topic == topics.analytics {
-        match serde_json::from_slice::<AnalyticsKind>(payload) {
-            Err(e) => format!("no analytics kind: {e}"),
-            Ok(k) => match k.kind.as_str() {
-                "bar" => err::<BarMessage>(payload),
-                "sma" => err::<SmaMessage>(payload),
-                "pnl" => err::<PnlMessage>(payload),
-                "totals" => err::<TotalsMessage>(payload),
-                other => format!("unknown analytics kind {other:?}"),
-            },
-        }
-    } else {
-        format!("not a topic this server reads: {topic}")
+        Err(format!("not a topic this server reads: {topic}"))
     }
 }
 
@@ -145,7 +117,7 @@ pub fn run(
                 Some(Ok(m)) => {
                     let payload = m.payload().unwrap_or_default();
                     let update = decode(&topics, m.topic(), payload);
-                    if update.is_none() {
+                    if let Err(cause) = &update {
                         undecodable += 1;
                         if undecodable <= LOGGED_UNDECODABLE || undecodable % 10_000 == 0 {
                             tracing::warn!(
@@ -154,12 +126,12 @@ pub fn run(
                                 offset = m.offset(),
                                 bytes = payload.len(),
                                 undecodable,
-                                cause = %why_undecodable(&topics, m.topic(), payload),
+                                %cause,
                                 "undecodable message: counted (kappa_undecodable_total) and skipped"
                             );
                         }
                     }
-                    batch.push(update);
+                    batch.push(update.ok());
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "feed consumer error"),
             }
@@ -209,8 +181,7 @@ mod tests {
             (&t.analytics, &b"[]"[..], "no analytics kind"),
             (&t.order_events, &b"{}"[..], "missing field"),
         ] {
-            assert!(decode(&t, topic, payload).is_none());
-            let why = why_undecodable(&t, topic, payload);
+            let why = decode(&t, topic, payload).map(|_| ()).unwrap_err();
             assert!(why.contains(cause), "{topic}: {why}");
         }
     }
