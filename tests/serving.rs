@@ -105,39 +105,7 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
 
     // Now the serving job, and a live match maker (it rebuilds its books by replay) for orders
     // placed through the API.
-    let port = free_port();
-    let mut children = Killed(vec![
-        match_maker(&p, &[]),
-        job(
-            &p,
-            env!("CARGO_BIN_EXE_market-view"),
-            &[
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--push-interval-ms",
-                "50",
-            ],
-        ),
-    ]);
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        agent: ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = api.agent.get(&format!("{}/readyz", api.base)).call() {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "market-view never became ready");
-        if let Some(status) = children.0[1].try_wait().unwrap() {
-            panic!("market-view exited: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (api, _children) = serve(&p, &["--push-interval-ms", "50"], true);
     let reader = reader(&p);
     // Records, not offsets: transaction markers take offsets too.
     let mut events_on_topic = 0;
@@ -411,28 +379,7 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
 
 fn market_view_metrics_count_order_entry_outcomes(on: On) {
     let p = start(on, TopicLayout::default());
-    let port = free_port();
-    let _children = Killed(vec![job(
-        &p,
-        env!("CARGO_BIN_EXE_market-view"),
-        &["--bind", &format!("127.0.0.1:{port}")],
-    )]);
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        agent: ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while api
-        .agent
-        .get(&format!("{}/readyz", api.base))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "market-view never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (api, _children) = serve(&p, &[], false);
     let order = r#"{"instrument":"TCS","trxn_type":"SELL","quantity":1,"price":99}"#;
     assert_eq!(api.post("/orders", order).0, 202);
     assert_eq!(api.post("/orders", "{}").0, 400);
@@ -457,16 +404,17 @@ fn market_view_metrics_count_order_entry_outcomes(on: On) {
     }
 }
 
-/// Starts market-view with `args` (and a live match maker) and waits until it is ready.
-fn serve(p: &Pipeline, args: &[&str]) -> (Api, Killed) {
+/// Starts market-view with `args` (and a live match maker for orders placed through the API,
+/// when `match_maker` is set) and waits until it is ready.
+fn serve(p: &Pipeline, args: &[&str], with_match_maker: bool) -> (Api, Killed) {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     let mut all = vec!["--bind", bind.as_str()];
     all.extend_from_slice(args);
-    let children = Killed(vec![
-        match_maker(p, &[]),
-        job(p, env!("CARGO_BIN_EXE_market-view"), &all),
-    ]);
+    let mut children = Killed(vec![job(p, env!("CARGO_BIN_EXE_market-view"), &all)]);
+    if with_match_maker {
+        children.0.push(match_maker(p, &[]));
+    }
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         agent: ureq::AgentBuilder::new()
@@ -477,6 +425,9 @@ fn serve(p: &Pipeline, args: &[&str]) -> (Api, Killed) {
     while !matches!(api.agent.get(&format!("{}/readyz", api.base)).call(), Ok(r) if r.status() == 200)
     {
         assert!(Instant::now() < deadline, "market-view never became ready");
+        if let Some(status) = children.0[0].try_wait().unwrap() {
+            panic!("market-view exited: {status}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     (api, children)
@@ -484,7 +435,11 @@ fn serve(p: &Pipeline, args: &[&str]) -> (Api, Killed) {
 
 fn market_view_caps_live_streams_and_retries_never_create_a_second_order(on: On) {
     let p = start(on, TopicLayout::default());
-    let (api, _children) = serve(&p, &["--max-streams", "2", "--push-interval-ms", "50"]);
+    let (api, _children) = serve(
+        &p,
+        &["--max-streams", "2", "--push-interval-ms", "50"],
+        true,
+    );
 
     // Two streams fit; the third is refused 503 with Retry-After; closing one frees its slot.
     let open = || {
