@@ -8,7 +8,7 @@
 //! long run does not fill the broker's disk; the jobs read far ahead of it.
 
 use crate::runtime::broker::BrokerArgs;
-use crate::runtime::kafka::{create_reader, partition_count, watermarks, KafkaArgs, Reader};
+use crate::runtime::kafka::{create_reader, partition_count, watermarks, Reader};
 use crate::runtime::shutdown::Shutdown;
 use crate::topics::{Cleanup, TopicLayout};
 use anyhow::{bail, Context as _};
@@ -40,10 +40,12 @@ pub struct SoakConfig {
 
 /// A job process under observation.
 struct Proc {
+    /// The job, also its consumer group (before the namespace prefix).
     name: &'static str,
     child: Child,
-    /// Its consumer group (as the job names it, before the namespace prefix) and input topic.
-    lag_of: Option<(String, String)>,
+    /// Its input topic, and a client in its group that reads the committed offsets (market-view
+    /// has no group).
+    lag_of: Option<(String, BaseConsumer)>,
 }
 
 /// One sample of one job.
@@ -61,21 +63,17 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// How far `group` (in `kafka`'s namespace) is behind the end of `topic`, summed over partitions
-/// (a partition without a committed offset counts from its start).
-fn lag(kafka: &KafkaArgs, reader: &Reader, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer = kafka
-        .consumer(group)
-        .create()
-        .context("creating a lag probe")?;
+/// How far `probe`'s group is behind the end of `topic`, summed over partitions (a partition
+/// without a committed offset counts from its start).
+fn lag(probe: &BaseConsumer, reader: &Reader, topic: &str) -> anyhow::Result<i64> {
     let n = partition_count(reader, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
+    let committed = probe
         .committed_offsets(tpl, Duration::from_secs(10))
-        .with_context(|| format!("committed offsets of {group}"))?;
+        .with_context(|| format!("committed offsets on {topic}"))?;
     let mut total = 0;
     for p in 0..n {
         let (low, high) = watermarks(reader, topic, p)?;
@@ -144,28 +142,30 @@ pub fn run(cfg: &SoakConfig, shutdown: &Shutdown) -> anyhow::Result<()> {
             .with_context(|| format!("starting {name}"))
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mut procs = vec![
-        Proc {
-            name: "match-maker",
-            child: spawn("match-maker", &[])?,
-            lag_of: Some(("match-maker".into(), topics.orders.clone())),
-        },
-        Proc {
-            name: "sma-calculator",
-            child: spawn("sma-calculator", &[])?,
-            lag_of: Some(("sma-calculator".into(), topics.trades.clone())),
-        },
-        Proc {
-            name: "profit-calculator",
-            child: spawn("profit-calculator", &[])?,
-            lag_of: Some(("profit-calculator".into(), topics.trades.clone())),
-        },
-        Proc {
-            name: "market-view",
-            child: spawn("market-view", &s(&["--bind", &format!("127.0.0.1:{port}")]))?,
-            lag_of: None,
-        },
-    ];
+    let bind = s(&["--bind", &format!("127.0.0.1:{port}")]);
+    let mut procs = Vec::new();
+    for (name, input, args) in [
+        ("match-maker", Some(&topics.orders), &[][..]),
+        ("sma-calculator", Some(&topics.trades), &[]),
+        ("profit-calculator", Some(&topics.trades), &[]),
+        ("market-view", None, &bind[..]),
+    ] {
+        let lag_of = match input {
+            Some(topic) => {
+                let probe: BaseConsumer = kafka
+                    .consumer(name)
+                    .create()
+                    .context("creating a lag probe")?;
+                Some((topic.clone(), probe))
+            }
+            None => None,
+        };
+        procs.push(Proc {
+            name,
+            child: spawn(name, args)?,
+            lag_of,
+        });
+    }
     // Give the consumers time to join before the flow starts.
     std::thread::sleep(Duration::from_secs(5));
     let mut generator = spawn(
@@ -227,7 +227,7 @@ pub fn run(cfg: &SoakConfig, shutdown: &Shutdown) -> anyhow::Result<()> {
             let sample = Sample {
                 rss_mib: rss_mib(p.child.id()).unwrap_or(0.0),
                 lag: match &p.lag_of {
-                    Some((group, topic)) => Some(lag(&kafka, &reader, group, topic)?),
+                    Some((topic, probe)) => Some(lag(probe, &reader, topic)?),
                     None => None,
                 },
             };
