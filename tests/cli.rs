@@ -123,3 +123,59 @@ fn every_job_has_help() {
         }
     }
 }
+
+/// `kappa soak` on the real broker, briefly: every job runs as a process, is sampled (RSS and,
+/// for the consumers, lag), and catches up once the flow stops; the summary names all four.
+#[test]
+fn kafka_soak_samples_every_job_and_ends_caught_up() {
+    let prefix = format!("soaktest-{}.", std::process::id());
+    let out = kappa(&[
+        "soak",
+        "--brokers",
+        real_kafka(),
+        "--topic-prefix",
+        &prefix,
+        "--rate",
+        "500",
+        "--minutes",
+        "0.1",
+        "--interval-s",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text.split("summary").nth(1).expect("a summary");
+    for job in [
+        "match-maker",
+        "sma-calculator",
+        "profit-calculator",
+        "market-view",
+    ] {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(job))
+            .unwrap_or_else(|| panic!("{job} in the summary:\n{text}"));
+        let rss: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rss > 1.0, "{job} was sampled: {line}");
+    }
+    // The last sample: all 3 000 orders published and every group caught up (≤ one commit
+    // marker per partition).
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap();
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    assert_eq!(fields[1], "3000", "{last}");
+    let lags: Vec<i64> = last
+        .split('/')
+        .skip(1)
+        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(lags.len(), 3, "{last}");
+    assert!(lags.iter().all(|&l| l <= 4), "caught up: {last}");
+}
