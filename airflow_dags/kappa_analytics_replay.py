@@ -12,8 +12,12 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param
 from kappa_common import CONFIG, DAG_SETTINGS, DEFAULT_ARGS, job_pod
 
+DAG_ID = "kappa_analytics_replay"
+#: Kafka user kappa_config.yaml assigns to this DAG (its ACLs: see k8s/users.yaml).
+KAFKA_USER = CONFIG["kafka_users"][DAG_ID]
+
 with DAG(
-    dag_id="kappa_analytics_replay",
+    dag_id=DAG_ID,
     description="Recompute bars/SMAs and P&L from the earliest offset into side topics and Parquet",
     schedule=None,
     **DAG_SETTINGS,
@@ -41,9 +45,11 @@ with DAG(
         "replay_bars",
         "sma-calculator",
         ["--group", "replay-bars-{{ ts_nodash }}", *common, "--parquet-dir", out + "/bars"],
+        kafka_user=KAFKA_USER,
     )
     job_pod(
         "replay_pnl",
         "profit-calculator",
         ["--group", "replay-pnl-{{ ts_nodash }}", *common, "--parquet-dir", out + "/pnl"],
+        kafka_user=KAFKA_USER,
     )

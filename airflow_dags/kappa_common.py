@@ -1,6 +1,7 @@
 """Shared building blocks of the Kappa Exchange DAGs: one KubernetesPodOperator factory, so every
-batch pod runs the same image with the same Kafka settings, credentials, volumes, resources and
-security context as the streaming Deployments in k8s/. Settings live in kappa_config.yaml.
+batch pod runs the same image with the same Kafka settings, volumes, resources and security
+context as the streaming Deployments in k8s/, under the Kafka user of its DAG (one KafkaUser per
+DAG, `kafka_users` in kappa_config.yaml). Settings live in kappa_config.yaml.
 
 Airflow is the batch side of the Kappa design only: streaming jobs are Deployments; these DAGs
 start bounded pods (replay/backfill from the earliest offset to the end seen at start, reports,
@@ -36,8 +37,20 @@ DEFAULT_ARGS = {
 }
 
 
-def job_pod(task_id: str, binary: str, arguments: list[str], **kwargs) -> KubernetesPodOperator:
-    """A pod running one Kappa Exchange binary with `arguments` (templated)."""
+def job_pod(
+    task_id: str,
+    binary: str,
+    arguments: list[str],
+    *,
+    kafka_user: str,
+    env: dict[str, str] | None = None,
+    **kwargs,
+) -> KubernetesPodOperator:
+    """A pod running one Kappa Exchange binary with `arguments` (templated) as Kafka user
+    `kafka_user` (a KafkaUser of k8s/users.yaml: `KAFKA_SASL_USERNAME`, and `KAFKA_SASL_PASSWORD`
+    from the Secret of the same name), with extra environment `env`."""
+    if kafka_user not in CONFIG["kafka_users"].values():
+        raise ValueError(f"{kafka_user!r} is not a DAG user of kappa_config.yaml (kafka_users)")
     res = CONFIG["resources"]
     return KubernetesPodOperator(
         task_id=task_id,
@@ -48,14 +61,16 @@ def job_pod(task_id: str, binary: str, arguments: list[str], **kwargs) -> Kubern
         arguments=arguments,
         env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=CONFIG["config_map"]))],
         env_vars=[
+            k8s.V1EnvVar(name="KAFKA_SASL_USERNAME", value=kafka_user),
             k8s.V1EnvVar(
                 name="KAFKA_SASL_PASSWORD",
                 value_from=k8s.V1EnvVarSource(
-                    secret_key_ref=k8s.V1SecretKeySelector(name=CONFIG["kafka_secret"], key="password")
+                    secret_key_ref=k8s.V1SecretKeySelector(name=kafka_user, key="password")
                 ),
             ),
             # Batch pods serve no probes.
             k8s.V1EnvVar(name="KAPPA_OPS_BIND", value=""),
+            *(k8s.V1EnvVar(name=k, value=v) for k, v in (env or {}).items()),
         ],
         volumes=[
             k8s.V1Volume(
@@ -78,6 +93,8 @@ def job_pod(task_id: str, binary: str, arguments: list[str], **kwargs) -> Kubern
         container_security_context=k8s.V1SecurityContext(
             allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
         ),
+        # part-of: selected by k8s/network-policies.yaml (DNS and Kafka egress; nothing else).
+        # No app.kubernetes.io/name: a batch match maker must not count in the match-maker PDB.
         labels={"app.kubernetes.io/part-of": "kappa-exchange", "app.kubernetes.io/component": "batch"},
         get_logs=True,
         on_finish_action="delete_succeeded_pod",

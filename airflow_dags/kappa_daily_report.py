@@ -11,8 +11,12 @@ from datetime import timedelta
 from airflow.sdk import DAG
 from kappa_common import CONFIG, DAG_SETTINGS, DEFAULT_ARGS, job_pod
 
+DAG_ID = "kappa_daily_report"
+#: Kafka user kappa_config.yaml assigns to this DAG (its ACLs: see k8s/users.yaml).
+KAFKA_USER = CONFIG["kafka_users"][DAG_ID]
+
 with DAG(
-    dag_id="kappa_daily_report",
+    dag_id=DAG_ID,
     description="Daily Parquet report of 1-minute bars/SMAs and P&L",
     schedule="@daily",
     **DAG_SETTINGS,
@@ -26,9 +30,11 @@ with DAG(
         "bars_report",
         "sma-calculator",
         ["--group", "report-bars-{{ ds_nodash }}", *common, "--parquet-dir", out + "/bars"],
+        kafka_user=KAFKA_USER,
     )
     pnl = job_pod(
         "pnl_report",
         "profit-calculator",
         ["--group", "report-pnl-{{ ds_nodash }}", *common, "--parquet-dir", out + "/pnl"],
+        kafka_user=KAFKA_USER,
     )

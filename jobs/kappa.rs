@@ -9,7 +9,7 @@ use kappa_exchange::runtime::broker::{self, BrokerArgs, Ensured};
 use kappa_exchange::runtime::embedded::EmbeddedKafka;
 use kappa_exchange::runtime::kafka::KafkaArgs;
 use kappa_exchange::runtime::shutdown::Shutdown;
-use kappa_exchange::serving::ServeArgs;
+use kappa_exchange::serving::{auth, ServeArgs};
 use kappa_exchange::topics::{strimzi_topics, TopicLayout};
 use kappa_exchange::{config, demo, simulate, telemetry};
 use std::path::PathBuf;
@@ -52,6 +52,11 @@ enum Command {
         live_rate: f64,
         #[command(flatten)]
         serve: ServeArgs,
+    },
+    /// Manage trader API keys for market-view's --api-keys file.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// Host only the embedded Kafka broker (with the standard topics) until Ctrl-C.
     Broker {
@@ -188,6 +193,23 @@ enum TopicsAction {
     K8s,
 }
 
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new key for a trader: the key is printed once (give it to the trader); only its
+    /// hash is written, appended to --file (created owner-only), or printed to stderr.
+    Add {
+        /// The trader the key acts for.
+        #[arg(long)]
+        trader: String,
+        /// Key file to append to (market-view's --api-keys; a Secret in Kubernetes).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Expiry, in days from now (never when unset).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+}
+
 fn layout_named(name: &str) -> TopicLayout {
     match name {
         "embedded" => TopicLayout::default(),
@@ -274,6 +296,22 @@ fn main() -> anyhow::Result<()> {
             while !shutdown.is_triggered() {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
+        }
+        Command::Keys {
+            action:
+                KeysAction::Add {
+                    trader,
+                    file,
+                    expires_in_days,
+                },
+        } => {
+            let expires =
+                expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
+            let (key, line) = auth::add_key(file.as_deref(), &trader, expires)?;
+            if file.is_none() {
+                eprintln!("{line}");
+            }
+            println!("{key}");
         }
         Command::Topics { action } => match action {
             TopicsAction::Create {

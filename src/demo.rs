@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The trader the demo's printed API key belongs to.
+pub const DEMO_TRADER: &str = "DEMO";
+
 /// Demo settings.
 #[derive(Clone, Debug)]
 pub struct DemoConfig {
@@ -219,8 +222,18 @@ pub fn run(
 
     let server = match &config.serve {
         Some(args) => {
-            let server = serving::spawn(&kafka, instruments, args, shutdown)?;
+            let mut args = args.clone();
+            if args.api_keys.is_none() {
+                // A credential for this run only, shown here and nowhere else.
+                let key = serving::auth::new_key();
+                println!("demo trader {DEMO_TRADER}, API key (this run only): {key}");
+                args.demo_credential = Some((DEMO_TRADER.to_string(), key));
+            }
+            let server = serving::spawn(&kafka, instruments, &args, shutdown)?;
             println!("dashboard and API at {}", server.url());
+            if let Some(ops) = server.ops_addr {
+                println!("metrics at http://{ops}/metrics");
+            }
             Some(server)
         }
         None => None,

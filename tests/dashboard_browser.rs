@@ -150,6 +150,11 @@ fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium(on: On) {
         "{seen:?}"
     );
     std::thread::spawn(move || lines.for_each(drop));
+    let demo_key = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("demo trader DEMO, API key (this run only): "))
+        .unwrap_or_else(|| panic!("the demo prints its trader's key: {seen:?}"))
+        .to_string();
 
     children.0.push(
         Command::new(&chromedriver)
@@ -287,6 +292,67 @@ fn dashboard_renders_live_book_tape_chart_and_leaderboard_in_chromium(on: On) {
         infy_bid > 100.0,
         "INFY trades near 1500, not at TCS's price: {infy}"
     );
+
+    // The order ticket: refused plainly without a key and with a wrong one; with the demo's
+    // key the order is accepted for trader DEMO and its status follows.
+    let ticket = |key: &str| {
+        driver.script(
+            &session,
+            &format!(
+                "const k = document.querySelector('#api-key'); k.value = {key:?}; \
+                 k.dispatchEvent(new Event('change')); \
+                 document.querySelector('#ticket [name=price]').value = '{infy_bid:.2}'; \
+                 document.querySelector('#buy').click(); return null;"
+            ),
+        );
+    };
+    let result = |what: &str, f: &dyn Fn(&str, &str) -> bool| {
+        wait_for(what, Duration::from_secs(30), || {
+            let v = driver.script(
+                &session,
+                "return {result: document.querySelector('#ticket-result').textContent, \
+                 who: document.querySelector('#who').textContent};",
+            );
+            f(v["result"].as_str()?, v["who"].as_str()?).then_some(v)
+        })
+    };
+    ticket("");
+    result("a refusal without a key", &|r, _| {
+        r.contains("refused") && r.contains("API key")
+    });
+    ticket("kx_forged");
+    let forged = result("a refusal of a forged key", &|r, who| {
+        r.contains("401") && r.contains("invalid_credential") && who.contains("key refused")
+    });
+    eprintln!("forged key: {forged}");
+    ticket(&demo_key);
+    let placed = result("the demo trader's order", &|r, who| {
+        who == "trading as DEMO" && r.starts_with("order ")
+    });
+    let id: u64 = placed["result"].as_str().unwrap()["order ".len()..]
+        .split([' ', ':'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = wait_for("the order's status", Duration::from_secs(30), || {
+        ureq::get(&format!("http://127.0.0.1:{web}/orders/{id}"))
+            .set("Authorization", &format!("Bearer {demo_key}"))
+            .call()
+            .ok()?
+            .into_json::<Value>()
+            .ok()
+    });
+    assert_eq!(
+        (status["trader"].as_str(), status["instrument"].as_str()),
+        (Some("DEMO"), Some("INFY")),
+        "{status}"
+    );
+    // Only the demo trader sees it.
+    assert!(matches!(
+        ureq::get(&format!("http://127.0.0.1:{web}/orders/{id}")).call(),
+        Err(ureq::Error::Status(401, _))
+    ));
 
     driver.call("DELETE", &format!("/session/{session}"), None);
 }

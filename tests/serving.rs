@@ -28,23 +28,81 @@ on_both_brokers!(
     market_view_caps_live_streams_and_retries_never_create_a_second_order,
 );
 
+/// Market-view's API, as one trader (the API key sent with every request) or anonymously.
+#[derive(Clone)]
 struct Api {
     base: String,
+    /// The ops port (metrics, stats).
+    ops: String,
     agent: ureq::Agent,
+    key: Option<String>,
+    /// Trader → API key, and the key file market-view reads.
+    keys: HashMap<String, String>,
+    key_file: std::path::PathBuf,
 }
 
+/// Traders with a key from the start.
+const TRADERS: [&str; 3] = ["API01", "RETRY", "SOMEONE"];
+
 impl Api {
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let r = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.set("authorization", &format!("Bearer {k}")),
+            None => r,
+        }
+    }
+
     fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.agent.get(&format!("{}{path}", self.base)).call())
+        Self::answer(self.request("GET", path).call())
     }
 
     fn post(&self, path: &str, body: &str) -> (u16, Value) {
         Self::answer(
-            self.agent
-                .post(&format!("{}{path}", self.base))
+            self.request("POST", path)
                 .set("content-type", "application/json")
                 .send_string(body),
         )
+    }
+
+    /// The same API as `trader`.
+    fn as_trader(&self, trader: &str) -> Api {
+        let key = self
+            .keys
+            .get(trader)
+            .unwrap_or_else(|| panic!("no key for {trader}"));
+        Api {
+            key: Some(key.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// The same API without a credential.
+    fn anonymous(&self) -> Api {
+        Api {
+            key: None,
+            ..self.clone()
+        }
+    }
+
+    /// Gives `trader` a key while the server runs (it re-reads its key file) and acts as them.
+    fn add_trader(&mut self, trader: &str) -> Api {
+        let (key, _) =
+            kappa_exchange::serving::auth::add_key(Some(&self.key_file), trader, None).unwrap();
+        self.keys.insert(trader.to_string(), key);
+        let api = self.as_trader(trader);
+        api.until("/me", |s, v| s == 200 && v["trader"] == trader);
+        api
+    }
+
+    /// An ops endpoint's text.
+    fn ops_text(&self, path: &str) -> String {
+        self.agent
+            .get(&format!("{}{path}", self.ops))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
     }
 
     fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
@@ -105,12 +163,12 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
 
     // Now the serving job, and a live match maker (it rebuilds its books by replay) for orders
     // placed through the API.
-    let (api, _children) = serve(&p, &["--push-interval-ms", "50"], true);
+    let (mut api, _children) = serve(&p, &["--push-interval-ms", "50"], true);
     let reader = reader(&p);
     // Records, not offsets: transaction markers take offsets too.
     let mut events_on_topic = 0;
     read_topic(&reader, &p.topic("order-events"), |_| events_on_topic += 1).unwrap();
-    let (_, stats) = api.get("/stats");
+    let stats: Value = serde_json::from_str(&api.ops_text("/stats")).unwrap();
     assert_eq!(
         stats["feed"]["order_events"].as_i64(),
         Some(events_on_topic),
@@ -220,7 +278,17 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
     );
 
     let ((trader, _), _) = pnl.iter().next().unwrap();
-    let (s, view) = api.get(&format!("/pnl/{trader}"));
+    // A trader's P&L needs that trader's key (given while the server runs: the key file is
+    // re-read), and no other.
+    let (s, v) = api.get(&format!("/pnl/{trader}"));
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = api.anonymous().get(&format!("/pnl/{trader}"));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    let (s, view) = api.add_trader(trader).get(&format!("/pnl/{trader}"));
     assert_eq!(s, 200);
     let rows: Vec<&PnlMessage> = pnl.values().filter(|r| &r.trader == trader).collect();
     assert_eq!(view["positions"].as_array().unwrap().len(), rows.len());
@@ -236,7 +304,9 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
     );
 
     let (id, ev) = events.iter().find(|(_, e)| e.status == "FILLED").unwrap();
-    let (s, status) = api.get(&format!("/orders/{id}"));
+    let (s, v) = api.get(&format!("/orders/{id}"));
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, status) = api.add_trader(&ev.trader).get(&format!("/orders/{id}"));
     assert_eq!((s, status), (200, serde_json::to_value(ev).unwrap()));
 
     // --- Errors: JSON bodies with the right status.
@@ -248,7 +318,7 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         ("/trades/TCS?limit=abc", 400, "invalid_parameter"),
         ("/orders/abc", 400, "invalid_order_id"),
         ("/orders/424242", 404, "unknown_order"),
-        ("/pnl/NOBODY", 404, "unknown_trader"),
+        ("/pnl/API01", 404, "unknown_trader"),
         ("/no/such/thing", 404, "not_found"),
     ];
     for (path, status, error) in cases {
@@ -318,7 +388,7 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
     );
 
     // A marketable order from the API trades against the book.
-    let buy = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 1, "price": ask, "time_in_force": "IOC", "trader": "API01"});
+    let buy = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 1, "price": ask, "time_in_force": "IOC"});
     let (s, placed) = api.post("/orders", &buy.to_string());
     assert_eq!(s, 202, "{placed}");
     let id = placed["id"].as_u64().unwrap();
@@ -348,13 +418,22 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         );
     }
 
-    // A resting order can be cancelled once, by its owner.
-    let rest = json!({"id": 77_000_001u64, "instrument": "TCS", "trxn_type": "BUY", "quantity": 2, "price": "1.00", "trader": "API01"});
+    // A resting order can be cancelled once, by its owner: not by another trader's key, nor by
+    // naming another trader in the body.
+    let rest = json!({"id": 77_000_001u64, "instrument": "TCS", "trxn_type": "BUY", "quantity": 2, "price": "1.00"});
     let (s, placed) = api.post("/orders", &rest.to_string());
     assert_eq!((s, placed["id"].as_u64()), (202, Some(77_000_001)));
-    api.until("/orders/77000001", |s, v| s == 200 && v["status"] == "NEW");
+    let resting = api.until("/orders/77000001", |s, v| s == 200 && v["status"] == "NEW");
+    assert_eq!(resting["trader"], "API01");
+    let someone = api.as_trader("SOMEONE");
+    let (s, v) = someone.post("/orders/77000001/cancel", "");
+    assert_eq!((s, v["error"].as_str()), (403, Some("not_order_owner")));
+    let (s, v) = someone.post("/orders/77000001/amend", r#"{"quantity":1}"#);
+    assert_eq!((s, v["error"].as_str()), (403, Some("not_order_owner")));
+    let (s, v) = someone.get("/orders/77000001");
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")));
     let (s, v) = api.post("/orders/77000001/cancel", r#"{"trader":"SOMEONE"}"#);
-    assert_eq!((s, v["error"].as_str()), (400, Some("not_order_owner")));
+    assert_eq!((s, v["error"].as_str()), (403, Some("trader_mismatch")));
     let (s, _) = api.post("/orders/77000001/cancel", "");
     assert_eq!(s, 202);
     let cancelled = api.until("/orders/77000001", |_, v| v["status"] == "CANCELLED");
@@ -384,13 +463,9 @@ fn market_view_metrics_count_order_entry_outcomes(on: On) {
     assert_eq!(api.post("/orders", order).0, 202);
     assert_eq!(api.post("/orders", "{}").0, 400);
     assert_eq!(api.post("/orders", r#"{"instrument":"TCS"}"#).0, 400);
-    let text = api
-        .agent
-        .get(&format!("{}/metrics", api.base))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    // Not on the public port.
+    assert_eq!(api.get("/metrics").0, 404);
+    let text = api.ops_text("/metrics");
     for line in [
         "kappa_api_orders_total{job=\"market-view\",outcome=\"published\"} 1",
         "kappa_api_orders_total{job=\"market-view\",outcome=\"refused\"} 2",
@@ -407,19 +482,65 @@ fn market_view_metrics_count_order_entry_outcomes(on: On) {
 /// Starts market-view with `args` (and a live match maker for orders placed through the API,
 /// when `match_maker` is set) and waits until it is ready.
 fn serve(p: &Pipeline, args: &[&str], with_match_maker: bool) -> (Api, Killed) {
-    let port = free_port();
+    serve_logged(p, args, with_match_maker, None)
+}
+
+/// [`serve`], with market-view's logs (JSON lines, audit included) written to `log`.
+fn serve_logged(
+    p: &Pipeline,
+    args: &[&str],
+    with_match_maker: bool,
+    log: Option<&std::path::Path>,
+) -> (Api, Killed) {
+    let (port, ops_port) = (free_port(), free_port());
     let bind = format!("127.0.0.1:{port}");
-    let mut all = vec!["--bind", bind.as_str()];
+    let ops = format!("127.0.0.1:{ops_port}");
+    let dir = std::env::temp_dir().join(format!("kappa-serving-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("keys");
+    let keys: HashMap<String, String> = TRADERS
+        .iter()
+        .map(|t| {
+            let (key, _) =
+                kappa_exchange::serving::auth::add_key(Some(&key_file), t, None).unwrap();
+            (t.to_string(), key)
+        })
+        .collect();
+    let key_arg = key_file.to_str().unwrap();
+    let mut all = vec![
+        "--bind",
+        bind.as_str(),
+        "--ops-bind",
+        &ops,
+        "--api-keys",
+        key_arg,
+    ];
     all.extend_from_slice(args);
-    let mut children = Killed(vec![job(p, env!("CARGO_BIN_EXE_market-view"), &all)]);
+    let market_view = match log {
+        None => job(p, env!("CARGO_BIN_EXE_market-view"), &all),
+        Some(log) => std::process::Command::new(env!("CARGO_BIN_EXE_market-view"))
+            .args(["--brokers", p.broker.bootstrap(), "--log-json"])
+            .args(&all)
+            .env("KAFKA_TOPIC_PREFIX", p.prefix())
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    };
+    let mut children = Killed(vec![market_view]);
     if with_match_maker {
         children.0.push(match_maker(p, &[]));
     }
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
+        ops: format!("http://{ops}"),
         agent: ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
             .build(),
+        key: keys.get("API01").cloned(),
+        keys,
+        key_file,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !matches!(api.agent.get(&format!("{}/readyz", api.base)).call(), Ok(r) if r.status() == 200)
@@ -483,8 +604,9 @@ fn market_view_caps_live_streams_and_retries_never_create_a_second_order(on: On)
     // A request with a client order id, sent three times (body field, then the header form):
     // one order id, one message on `orders`, and the order stays NEW (the engine's duplicate
     // reject of a retry that raced the first never replaces its status).
+    let api = api.as_trader("RETRY");
     let body = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 2, "price": 50,
-                      "trader": "RETRY", "client_order_id": "order-42"});
+                      "client_order_id": "order-42"});
     let (s, a) = api.post("/orders", &body.to_string());
     assert_eq!(s, 202, "{a}");
     let id = a["id"].as_u64().unwrap();
@@ -501,8 +623,7 @@ fn market_view_caps_live_streams_and_retries_never_create_a_second_order(on: On)
     let mut plain = body.clone();
     plain.as_object_mut().unwrap().remove("client_order_id");
     let (s, c) = Api::answer(
-        api.agent
-            .post(&format!("{}/orders", api.base))
+        api.request("POST", "/orders")
             .set("content-type", "application/json")
             .set("idempotency-key", "order-42")
             .send_string(&plain.to_string()),
@@ -527,4 +648,371 @@ fn market_view_caps_live_streams_and_retries_never_create_a_second_order(on: On)
     assert_eq!(published, 1, "one order on the topic for three requests");
     let (_, status) = api.get(&format!("/orders/{id}"));
     assert_eq!(status["status"], "NEW");
+}
+
+/// A raw HTTP/1.1 request (any Host header), answered as (status, headers, body).
+fn raw_http(port: u16, head: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (headers, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, headers.to_ascii_lowercase(), body.to_string())
+}
+
+/// Only on the embedded broker: what is attacked is market-view's HTTP side, the same on both.
+#[test]
+fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
+    let p = start(On::Mock, TopicLayout::default());
+    let dir = std::env::temp_dir().join(format!("kappa-attacks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("market-view.log");
+    let (mut api, _children) = serve_logged(
+        &p,
+        &[
+            "--client-ip-header",
+            "X-Real-IP",
+            "--ip-rate",
+            "100",
+            "--ip-burst",
+            "100",
+            "--trader-rate",
+            "20",
+            "--trader-burst",
+            "20",
+            "--max-streams-per-ip",
+            "2",
+            "--cors-origins",
+            "https://trusted.example",
+        ],
+        true,
+        Some(&log),
+    );
+    let port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
+    let reader = reader(&p);
+    let orders = || high_watermark(&reader, &p.topic("orders"));
+    let order = r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":"2.00"}"#;
+    let error = |(s, v): (u16, Value)| (s, v["error"].as_str().unwrap_or("").to_string());
+    let before = orders();
+
+    // --- Credentials: missing, malformed, forged, expired.
+    let anon = api.anonymous();
+    assert_eq!(
+        error(anon.post("/orders", order)),
+        (401, "unauthenticated".into())
+    );
+    let r = anon
+        .request("POST", "/orders")
+        .set("content-type", "application/json")
+        .send_string(order);
+    let Err(ureq::Error::Status(401, r)) = r else {
+        panic!("expected 401")
+    };
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let forged = format!("kx_{}", "ab".repeat(32));
+    let mut forger = anon.clone();
+    forger.key = Some(forged.clone());
+    assert_eq!(
+        error(forger.post("/orders", order)),
+        (401, "invalid_credential".into())
+    );
+    assert_eq!(error(forger.get("/me")), (401, "invalid_credential".into()));
+    let basic = anon
+        .request("GET", "/me")
+        .set("authorization", "Basic QVBJMDE6cGFzc3dvcmQ=")
+        .call();
+    assert!(matches!(basic, Err(ureq::Error::Status(401, _))));
+    let expired_key = kappa_exchange::serving::auth::new_key();
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&api.key_file)
+            .unwrap();
+        let line = kappa_exchange::serving::auth::key_line("OLDTIMER", &expired_key, Some(past));
+        writeln!(f, "{line}").unwrap();
+    }
+    let mut expired = anon.clone();
+    expired.key = Some(expired_key.clone());
+    expired.until("/me", |s, v| s == 401 && v["error"] == "expired_credential");
+    assert_eq!(
+        error(expired.post("/orders", order)),
+        (401, "expired_credential".into())
+    );
+
+    // --- Impersonation: the trader is the key's; naming another is refused.
+    let impersonating =
+        r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":"2.00","trader":"SOMEONE"}"#;
+    assert_eq!(
+        error(api.post("/orders", impersonating)),
+        (403, "trader_mismatch".into())
+    );
+    assert_eq!(orders(), before, "nothing refused so far was published");
+
+    // --- Cross-trader cancel and amend of a resting order.
+    let (s, placed) = api.post("/orders", order);
+    assert_eq!(s, 202, "{placed}");
+    let id = placed["id"].as_u64().unwrap();
+    assert_eq!(placed["order"]["trader"], "API01");
+    api.until(&format!("/orders/{id}"), |s, v| {
+        s == 200 && v["status"] == "NEW"
+    });
+    let someone = api.as_trader("SOMEONE");
+    for (path, body) in [("cancel", ""), ("amend", r#"{"quantity":3}"#)] {
+        let (s, v) = someone.post(&format!("/orders/{id}/{path}"), body);
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (403, Some("not_order_owner")),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(
+        error(someone.get(&format!("/orders/{id}"))),
+        (403, "forbidden".into())
+    );
+    assert_eq!(error(someone.get("/pnl/API01")), (403, "forbidden".into()));
+    assert_eq!(orders(), before + 1);
+
+    // --- Browser attacks: a text/plain or form POST (no CORS preflight), a foreign Origin, a
+    // preflight from an unlisted origin, and DNS rebinding (a foreign Host).
+    let key = api.keys["API01"].clone();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let r = api
+            .request("POST", "/orders")
+            .set("content-type", ct)
+            .send_string(order);
+        let Err(ureq::Error::Status(415, r)) = r else {
+            panic!("{ct}: expected 415")
+        };
+        assert_eq!(
+            r.into_json::<Value>().unwrap()["error"],
+            "unsupported_media_type"
+        );
+    }
+    let foreign = api
+        .request("POST", "/orders")
+        .set("content-type", "application/json")
+        .set("origin", "https://evil.example")
+        .send_string(order);
+    let Err(ureq::Error::Status(403, r)) = foreign else {
+        panic!("foreign origin: expected 403")
+    };
+    assert_eq!(
+        r.into_json::<Value>().unwrap()["error"],
+        "origin_not_allowed"
+    );
+    let (s, h, _) = raw_http(
+        port,
+        &format!("OPTIONS /orders HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST"),
+        "",
+    );
+    assert_eq!(s, 403);
+    assert!(!h.contains("access-control-allow-origin"), "{h}");
+    // The configured origin is allowed, and told so.
+    let (s, h, _) = raw_http(
+        port,
+        &format!("OPTIONS /orders HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://trusted.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type"),
+        "",
+    );
+    assert_eq!(s, 204, "{h}");
+    assert!(
+        h.contains("access-control-allow-origin: https://trusted.example"),
+        "{h}"
+    );
+    assert!(
+        h.contains("access-control-allow-headers: authorization, content-type"),
+        "{h}"
+    );
+    let (s, h, _) = raw_http(
+        port,
+        &format!("GET /instruments HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://trusted.example"),
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(
+        h.contains("access-control-allow-origin: https://trusted.example"),
+        "{h}"
+    );
+    // Same origin (the dashboard's own requests) passes.
+    let (s, _, b) = raw_http(
+        port,
+        &format!("POST /orders HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nContent-Type: application/json\r\nAuthorization: Bearer {key}"),
+        order,
+    );
+    assert_eq!(s, 202, "{b}");
+    for head in [
+        format!("GET / HTTP/1.1\r\nHost: rebind.evil.example:{port}"),
+        format!("GET /instruments HTTP/1.1\r\nHost: rebind.evil.example"),
+        format!("POST /orders HTTP/1.1\r\nHost: rebind.evil.example:{port}\r\nContent-Type: application/json\r\nAuthorization: Bearer {key}"),
+        "GET / HTTP/1.0".to_string(),
+    ] {
+        let (s, _, b) = raw_http(port, &head, order);
+        assert_eq!(s, 403, "{head}: {b}");
+        assert!(b.contains("host_not_allowed"), "{head}: {b}");
+    }
+    assert_eq!(orders(), before + 2);
+
+    // --- Floods: one address beyond its bucket gets 429 with Retry-After, others are served;
+    // one trader beyond theirs likewise.
+    let from = |ip: &str| {
+        anon.request("GET", "/instruments")
+            .set("x-real-ip", ip)
+            .call()
+    };
+    let mut limited = None;
+    for _ in 0..300 {
+        if let Err(ureq::Error::Status(429, r)) = from("203.0.113.7") {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a flood from one address is limited");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(r.into_json::<Value>().unwrap()["error"], "rate_limited");
+    assert!(
+        from("203.0.113.8").is_ok(),
+        "another address is not limited"
+    );
+    let mut flooder = api.add_trader("FLOODER");
+    flooder.agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let statuses: Vec<u16> = (0..60)
+        .map(|i| {
+            let r = flooder
+                .request("GET", "/me")
+                .set("x-real-ip", &format!("198.51.100.{i}"))
+                .call();
+            match r {
+                Ok(r) => r.status(),
+                Err(ureq::Error::Status(s, _)) => s,
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .collect();
+    assert!(
+        statuses.contains(&429),
+        "a flooding trader is limited: {statuses:?}"
+    );
+    assert_eq!(api.get("/me").0, 200, "another trader is not");
+
+    // --- Live streams: at most 2 per address.
+    let stream = |ip: &str| {
+        anon.request("GET", "/stream/TCS")
+            .set("x-real-ip", ip)
+            .call()
+    };
+    let kept = (stream("192.0.2.1").unwrap(), stream("192.0.2.1").unwrap());
+    let Err(ureq::Error::Status(429, r)) = stream("192.0.2.1") else {
+        panic!("a third stream from one address: expected 429")
+    };
+    assert_eq!(r.into_json::<Value>().unwrap()["error"], "too_many_streams");
+    let other = stream("192.0.2.2").expect("another address streams");
+    drop((kept, other));
+
+    // --- Counted in metrics.
+    let metrics = api.ops_text("/metrics");
+    for reason in [
+        "host",
+        "origin",
+        "content_type",
+        "ip_rate",
+        "trader_rate",
+        "unauthenticated",
+        "invalid_credential",
+        "expired_credential",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "kappa_api_refused_total{{job=\"market-view\",reason=\"{reason}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {reason} series in\n{metrics}"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1, "{line}");
+    }
+    assert!(
+        metrics
+            .contains("kappa_api_streams_refused_total{job=\"market-view\",scope=\"address\"} 1"),
+        "{metrics}"
+    );
+
+    // --- Audit: one JSON line per order-entry request, with trader, order id, outcome and
+    // reason; never a key.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let audit: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "audit" && v["fields"]["event"] == "order_entry")
+        .map(|v| v["fields"].clone())
+        .collect();
+    let has = |f: &dyn Fn(&Value) -> bool, what: &str| {
+        assert!(
+            audit.iter().any(f),
+            "no audit line for {what} in {audit:#?}"
+        );
+    };
+    has(
+        &|a| {
+            a["outcome"] == "published" && a["trader"] == "API01" && a["order_id"] == id.to_string()
+        },
+        "the placed order",
+    );
+    has(
+        &|a| {
+            a["outcome"] == "unauthenticated"
+                && a["reason"] == "unauthenticated"
+                && a["trader"] == ""
+        },
+        "no key",
+    );
+    has(&|a| a["reason"] == "invalid_credential", "a forged key");
+    has(&|a| a["reason"] == "expired_credential", "an expired key");
+    has(
+        &|a| {
+            a["outcome"] == "forbidden"
+                && a["reason"] == "trader_mismatch"
+                && a["trader"] == "API01"
+        },
+        "impersonation",
+    );
+    has(
+        &|a| {
+            a["action"] == "cancel"
+                && a["reason"] == "not_order_owner"
+                && a["trader"] == "SOMEONE"
+                && a["order_id"] == id.to_string()
+        },
+        "a cross-trader cancel",
+    );
+    has(
+        &|a| a["action"] == "amend" && a["reason"] == "not_order_owner",
+        "a cross-trader amend",
+    );
+    has(&|a| a["reason"] == "unsupported_media_type", "text/plain");
+    has(&|a| a["reason"] == "origin_not_allowed", "a foreign origin");
+    has(&|a| a["reason"] == "host_not_allowed", "a foreign host");
+    // Order entry requests in the test: every one has its line.
+    let entries = audit.len();
+    assert!(entries >= 14, "{entries} audit lines");
+    for key in api.keys.values().chain([&forged, &expired_key]) {
+        assert!(!text.contains(key.as_str()), "a key is in the log");
+        assert!(!text.contains(&key[3..]), "a key is in the log");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

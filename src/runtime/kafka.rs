@@ -27,6 +27,10 @@ pub struct KafkaArgs {
     /// settings separated by `;`).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv, env = "KAFKA_CONFIG", value_delimiter = ';')]
     pub config: Vec<(String, String)>,
+    /// SASL user name (sets `sasl.username`): each job has its own identity and ACLs
+    /// (k8s/users.yaml).
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
     /// SASL password (sets `sasl.password`), from the environment so it never shows in a
     /// process listing.
     #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
@@ -51,6 +55,7 @@ impl KafkaArgs {
         KafkaArgs {
             brokers: brokers.into(),
             config: Vec::new(),
+            sasl_username: None,
             sasl_password: None,
             topic_prefix: String::new(),
         }
@@ -74,6 +79,9 @@ impl KafkaArgs {
     fn finish(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.config {
             c.set(k, v);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
         }
         if let Some(p) = &self.sasl_password {
             c.set("sasl.password", p);

@@ -10,14 +10,22 @@
 //! | GET | `/book/{instrument}?depth=1..5` | top of book with spread and mid |
 //! | GET | `/trades/{instrument}?limit=1..` | recent trades, newest first |
 //! | GET | `/bars/{instrument}?limit=1..` | closed OHLCV bars with their SMAs, oldest first |
-//! | GET | `/pnl/{trader}` | positions and realized/unrealized P&L |
+//! | GET | `/pnl/{trader}` | 🔑 that trader's positions and realized/unrealized P&L |
 //! | GET | `/leaderboard` | the latest P&L leaderboard |
-//! | GET | `/orders/{id}` | last known status of an order |
-//! | POST | `/orders` | new order → 202 `{id}`, or 400 with the validation reason |
-//! | POST | `/orders/{id}/cancel`, `/orders/{id}/amend` | 202, or 400/404 with the reason |
+//! | GET | `/me` | 🔑 the trader the API key belongs to |
+//! | GET | `/orders/{id}` | 🔑 last known status of one's own order |
+//! | POST | `/orders` | 🔑 new order → 202 `{id}`, or 400 with the validation reason |
+//! | POST | `/orders/{id}/cancel`, `/orders/{id}/amend` | 🔑 202, or 400/403/404 with the reason |
 //! | GET | `/stream/{instrument}` | Server-Sent Events: a snapshot, then conflated deltas |
-//! | GET | `/healthz`, `/readyz`, `/stats`, `/metrics` | liveness, readiness (caught up), counts (JSON, Prometheus) |
+//! | GET | `/healthz`, `/readyz` | liveness, readiness (caught up) |
+//!
+//! 🔑: `Authorization: Bearer <API key>`; the trader is the key's (401 without a valid key, 403
+//! for another trader's order or P&L). Every public request passes [`super::guard`] first (Host
+//! allow-list, CORS, per-address rate limit, JSON on writes). `/metrics` and `/stats` are served
+//! on the ops port only ([`ops_router`]), with `/healthz` and `/readyz` again for probes.
 
+use super::auth::Keys;
+use super::guard::{audit, forbidden, outcome_of, Authed, ClientIp, Guard};
 use super::orders::{self, IdAllocator, Prepared, RecentIds, Refused};
 use super::state::MarketState;
 use crate::topics::Partitioner;
@@ -25,7 +33,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -37,8 +45,9 @@ use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 /// The dashboard page (HTML, CSS and JavaScript in one file; no network needed).
@@ -57,6 +66,8 @@ pub struct ApiCounters {
     pub duplicate_requests: AtomicU64,
     /// Live streams refused because `max_streams` were open.
     pub streams_refused: AtomicU64,
+    /// …or because the client's address had `max_streams_per_ip` open.
+    pub streams_refused_per_ip: AtomicU64,
 }
 
 /// Where validated orders go.
@@ -80,6 +91,13 @@ pub struct Shared {
     /// Live (SSE) streams open now, and the most allowed (more are answered 503).
     pub streams: AtomicUsize,
     pub max_streams: usize,
+    /// Live streams open per client address (entries removed at zero), and the most allowed.
+    pub streams_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub max_streams_per_ip: usize,
+    /// Trader credentials (API keys).
+    pub keys: Keys,
+    /// Host, origin, rate and content checks ([`super::guard`]).
+    pub guard: Guard,
     pub push_interval: Duration,
     pub counters: ApiCounters,
 }
@@ -90,7 +108,8 @@ impl Shared {
     }
 }
 
-type App = Arc<Shared>;
+/// The handlers' state.
+pub type App = Arc<Shared>;
 
 /// An API error: status, stable code, detail.
 #[derive(Debug)]
@@ -98,15 +117,32 @@ pub struct ApiError {
     status: StatusCode,
     error: String,
     detail: String,
+    header: Option<(HeaderName, String)>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, error: impl Into<String>, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             error: error.into(),
             detail: detail.into(),
+            header: None,
         }
+    }
+
+    /// The same error with a response header (Retry-After, WWW-Authenticate).
+    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &str {
+        &self.error
     }
 
     fn bad(error: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -127,20 +163,26 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(json!({"error": self.error, "detail": self.detail})),
         )
-            .into_response()
+            .into_response();
+        if let Some((name, value)) = self.header {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        r
     }
 }
 
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
-        let status = if r.reason == "unknown_order" {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::BAD_REQUEST
+        let status = match r.reason.as_str() {
+            "unknown_order" => StatusCode::NOT_FOUND,
+            orders::NOT_ORDER_OWNER | orders::TRADER_MISMATCH => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, r.reason, r.detail)
     }
@@ -213,7 +255,16 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Builds the router.
+fn internal_error() -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed",
+    )
+    .into_response()
+}
+
+/// Builds the public router: API, order entry, dashboard, live streams, behind the guard.
 pub fn router(app: App, max_body: usize) -> Router {
     Router::new()
         .route("/", get(dashboard))
@@ -223,6 +274,7 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/bars/{instrument}", get(bars))
         .route("/pnl/{trader}", get(pnl))
         .route("/leaderboard", get(leaderboard))
+        .route("/me", get(me))
         .route("/orders", post(new_order))
         .route("/orders/{id}", get(order_status))
         .route("/orders/{id}/cancel", post(cancel_order))
@@ -230,19 +282,29 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/stream/{instrument}", get(stream))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/stats", get(stats))
-        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found("not_found", "no such endpoint; see / for the dashboard")
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            super::guard::guard,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request failed",
-            )
-            .into_response()
+            internal_error()
+        }))
+        .with_state(app)
+}
+
+/// The ops router (its own port, never behind the public Service): metrics, counts, probes.
+pub fn ops_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            internal_error()
         }))
         .with_state(app)
 }
@@ -300,8 +362,15 @@ async fn bars(
 
 async fn pnl(
     State(app): State<App>,
+    authed: Authed,
     PathParam(trader): PathParam<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if trader != authed.trader {
+        return Err(forbidden(format!(
+            "this API key is {}'s; another trader's P&L is not shown",
+            authed.trader
+        )));
+    }
     let view = app.read().pnl(&trader);
     view.map(Json).ok_or_else(|| {
         ApiError::not_found(
@@ -327,12 +396,21 @@ fn order_id(text: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Who the API key belongs to (the dashboard's login check).
+async fn me(authed: Authed) -> impl IntoResponse {
+    Json(json!({"trader": authed.trader}))
+}
+
 async fn order_status(
     State(app): State<App>,
+    authed: Authed,
     PathParam(id): PathParam<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = order_id(&id)?;
     let status = app.read().order(id).cloned();
+    if status.as_ref().is_some_and(|s| s.trader != authed.trader) {
+        return Err(forbidden(format!("order {id} belongs to another trader")));
+    }
     status.map(Json).ok_or_else(|| {
         ApiError::not_found(
             "unknown_order",
@@ -388,101 +466,178 @@ fn refused(app: &Shared, r: Refused) -> ApiError {
     r.into()
 }
 
+/// What an order-entry request did: its order id (when known), and the answer with its outcome
+/// (`published`, `duplicate_request`) or the refusal.
+type Entry = (Option<u64>, Result<(Response, &'static str), ApiError>);
+
+fn published(r: Result<Response, ApiError>) -> Result<(Response, &'static str), ApiError> {
+    r.map(|r| (r, "published"))
+}
+
+/// Answers an order-entry request and writes its audit line.
+fn audited(
+    ip: Option<axum::Extension<ClientIp>>,
+    action: &str,
+    trader: Option<&str>,
+    (id, result): Entry,
+) -> Response {
+    let ip = ip.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
+    match result {
+        Ok((r, outcome)) => {
+            audit(ip, action, trader, id, outcome, None);
+            r
+        }
+        Err(e) => {
+            audit(
+                ip,
+                action,
+                trader,
+                id,
+                outcome_of(e.status()),
+                Some(e.code()),
+            );
+            e.into_response()
+        }
+    }
+}
+
 async fn new_order(
     State(app): State<App>,
+    ip: Option<axum::Extension<ClientIp>>,
+    authed: Result<Authed, ApiError>,
     headers: axum::http::HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let b = body(b)?;
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            refused(
-                &app,
-                Refused {
-                    reason: "invalid_client_order_id".into(),
-                    detail: "the Idempotency-Key header must be ASCII".into(),
-                },
-            )
-        })?),
+) -> Response {
+    let trader = authed.as_ref().ok().map(|a| a.trader.clone());
+    let entry = match authed {
+        Ok(a) => place(&app, &a.trader, &headers, b).await,
+        Err(e) => (None, Err(e)),
+    };
+    audited(ip, "new", trader.as_deref(), entry)
+}
+
+async fn place(
+    app: &App,
+    trader: &str,
+    headers: &axum::http::HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Entry {
+    let b = match body(b) {
+        Ok(b) => b,
+        Err(e) => return (None, Err(e)),
+    };
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Err(_)) => {
+            let r = Refused {
+                reason: "invalid_client_order_id".into(),
+                detail: "the Idempotency-Key header must be ASCII".into(),
+            };
+            return (None, Err(refused(app, r)));
+        }
+        Some(Ok(k)) => Some(k),
         None => None,
     };
-    let p = orders::new_order(&b, key, &app.instruments, &app.ids, now_ms())
-        .map_err(|r| refused(&app, r))?;
+    let p = match orders::new_order(&b, trader, key, &app.instruments, &app.ids, now_ms()) {
+        Ok(p) => p,
+        Err(r) => return (None, Err(refused(app, r))),
+    };
+    let id = Some(p.id);
     if p.client_order_id.is_some() {
         // A retry: answer with what is known instead of publishing a second order.
         let known = app.read().order(p.id).cloned();
-        if let Some(known) = known.filter(|k| Some(&k.trader) == p.message.trader.as_ref()) {
+        if let Some(known) = known.filter(|k| k.trader == trader) {
             app.counters
                 .duplicate_requests
                 .fetch_add(1, Ordering::Relaxed);
             let body = json!({"id": p.id, "status": known.status, "duplicate_request": true, "order": known});
-            return Ok((StatusCode::OK, Json(body)).into_response());
+            let r = (StatusCode::OK, Json(body)).into_response();
+            return (id, Ok((r, "duplicate_request")));
         }
         if !app.recent.insert(p.id) {
             app.counters
                 .duplicate_requests
                 .fetch_add(1, Ordering::Relaxed);
             let body = json!({"id": p.id, "status": "SUBMITTED", "duplicate_request": true, "order": p.message});
-            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+            let r = (StatusCode::ACCEPTED, Json(body)).into_response();
+            return (id, Ok((r, "duplicate_request")));
         }
     }
-    publish(&app, p).await
+    (id, published(publish(app, p).await))
 }
 
 async fn change(
     app: App,
-    id: String,
+    ip: Option<axum::Extension<ClientIp>>,
+    authed: Result<Authed, ApiError>,
+    id: Result<PathParam<String>, ApiError>,
     amend: bool,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let id = order_id(&id)?;
-    let b = body(b)?;
-    let known = app.read().order(id).cloned();
-    let p = orders::change_order(id, amend, &b, known.as_ref(), &app.instruments, now_ms())
-        .map_err(|r| refused(&app, r))?;
-    publish(&app, p).await
+) -> Response {
+    let trader = authed.as_ref().ok().map(|a| a.trader.clone());
+    let action = if amend { "amend" } else { "cancel" };
+    let parsed = id.and_then(|PathParam(id)| order_id(&id));
+    let order = parsed.as_ref().ok().copied();
+    let entry = match (authed, parsed) {
+        (Err(e), _) | (_, Err(e)) => (order, Err(e)),
+        (Ok(a), Ok(id)) => {
+            let result = match body(b) {
+                Err(e) => Err(e),
+                Ok(b) => {
+                    let known = app.read().order(id).cloned();
+                    match orders::change_order(
+                        id,
+                        amend,
+                        &b,
+                        &a.trader,
+                        known.as_ref(),
+                        &app.instruments,
+                        now_ms(),
+                    ) {
+                        Ok(p) => published(publish(&app, p).await),
+                        Err(r) => Err(refused(&app, r)),
+                    }
+                }
+            };
+            (Some(id), result)
+        }
+    };
+    audited(ip, action, trader.as_deref(), entry)
 }
 
 async fn cancel_order(
     State(app): State<App>,
-    PathParam(id): PathParam<String>,
+    ip: Option<axum::Extension<ClientIp>>,
+    authed: Result<Authed, ApiError>,
+    id: Result<PathParam<String>, ApiError>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    change(app, id, false, b).await
+) -> Response {
+    change(app, ip, authed, id, false, b).await
 }
 
 async fn amend_order(
     State(app): State<App>,
-    PathParam(id): PathParam<String>,
+    ip: Option<axum::Extension<ClientIp>>,
+    authed: Result<Authed, ApiError>,
+    id: Result<PathParam<String>, ApiError>,
     b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    change(app, id, true, b).await
+) -> Response {
+    change(app, ip, authed, id, true, b).await
 }
 
 /// Server-Sent Events for one instrument: a `snapshot` event with the full state first, then one
 /// `delta` per push interval with whatever changed (nothing is sent while nothing changes).
 async fn stream(
     State(app): State<App>,
+    ip: Option<axum::Extension<ClientIp>>,
     PathParam(symbol): PathParam<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     if !app.read().knows_instrument(&symbol) {
         return Err(ApiError::unknown_instrument(&symbol));
     }
-    let Some(slot) = StreamSlot::take(&app) else {
-        app.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            format!(
-                "{} live streams are open, the most this server allows; retry later",
-                app.max_streams
-            ),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, 5.into());
-        return Ok(response);
+    let ip = ip.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
+    let slot = match StreamSlot::take(&app, ip) {
+        Ok(slot) => slot,
+        Err(e) => return Err(e.with_header(header::RETRY_AFTER, "5".into())),
     };
     let events = futures_util::stream::unfold(
         (app, symbol, 0u64, slot),
@@ -512,24 +667,63 @@ async fn stream(
         .into_response())
 }
 
-/// One of the `max_streams` live-stream slots, released when the stream ends or its client goes.
-struct StreamSlot(App);
+/// One of the `max_streams` live-stream slots (and of its address's `max_streams_per_ip`),
+/// released when the stream ends or its client goes.
+struct StreamSlot(App, IpAddr);
 
 impl StreamSlot {
-    fn take(app: &App) -> Option<StreamSlot> {
+    fn take(app: &App, ip: IpAddr) -> Result<StreamSlot, ApiError> {
+        let key = super::limits::ip_key(ip);
+        let mut per_ip = app.streams_per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if per_ip.get(&key).copied().unwrap_or(0) >= app.max_streams_per_ip {
+            app.counters
+                .streams_refused_per_ip
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "{} live streams are open from this address, the most allowed",
+                    app.max_streams_per_ip
+                ),
+            ));
+        }
         let taken = app
             .streams
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < app.max_streams).then_some(n + 1)
             })
             .is_ok();
-        taken.then(|| StreamSlot(app.clone()))
+        if !taken {
+            app.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                format!(
+                    "{} live streams are open, the most this server allows; retry later",
+                    app.max_streams
+                ),
+            ));
+        }
+        *per_ip.entry(key).or_default() += 1;
+        Ok(StreamSlot(app.clone(), key))
+    }
+
+    fn release_ip(app: &App, key: IpAddr) {
+        let mut per_ip = app.streams_per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = per_ip.get_mut(&key) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&key);
+            }
+        }
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.streams.fetch_sub(1, Ordering::AcqRel);
+        Self::release_ip(&self.0, self.1);
     }
 }
 
@@ -593,10 +787,12 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         c.duplicate_requests.load(Ordering::Relaxed),
         u8::from(app.ready.load(Ordering::Relaxed)),
     );
-    let (streams_open, streams_refused) = (
+    let (streams_open, streams_refused, streams_refused_ip) = (
         app.streams.load(Ordering::Relaxed) as u64,
         c.streams_refused.load(Ordering::Relaxed),
+        c.streams_refused_per_ip.load(Ordering::Relaxed),
     );
+    let refusals = app.guard.refusals.snapshot();
     let label = |k: &str, v: &str| format!(",{k}=\"{v}\"");
     let job = "market-view";
     let mut out = String::new();
@@ -646,9 +842,47 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         &mut out,
         "kappa_api_streams_refused_total",
         "counter",
-        "Live streams refused (503) because the most allowed were open.",
+        "Live streams refused because the most allowed were open: in all (503) or from one address (429).",
         job,
-        &[(String::new(), &streams_refused)],
+        &[
+            (label("scope", "server"), &streams_refused),
+            (label("scope", "address"), &streams_refused_ip),
+        ],
+    );
+    // Every reason appears (0 until it happens), so alerts and dashboards see the series.
+    let reasons = [
+        "host",
+        "origin",
+        "content_type",
+        "ip_rate",
+        "trader_rate",
+        "unauthenticated",
+        "invalid_credential",
+        "expired_credential",
+    ];
+    let counts: Vec<(String, u64)> = reasons
+        .iter()
+        .map(|r| (label("reason", r), refusals.get(r).copied().unwrap_or(0)))
+        .collect();
+    let rows: Vec<(String, &dyn std::fmt::Display)> = counts
+        .iter()
+        .map(|(l, n)| (l.clone(), n as &dyn std::fmt::Display))
+        .collect();
+    write_family(
+        &mut out,
+        "kappa_api_refused_total",
+        "counter",
+        "Requests refused before a handler (Host, Origin, Content-Type, rate limits) or for their credential.",
+        job,
+        &rows,
+    );
+    write_family(
+        &mut out,
+        "kappa_api_credentials",
+        "gauge",
+        "API keys loaded.",
+        job,
+        &[(String::new(), &(app.keys.len() as u64))],
     );
     write_family(
         &mut out,

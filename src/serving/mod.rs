@@ -5,13 +5,18 @@
 //! - [`state`]: the bounded in-memory state and its queries (pure).
 //! - [`feed`]: topics → state, and readiness.
 //! - [`orders`]: order-entry validation (pure).
-//! - [`api`]: the axum router.
+//! - [`api`]: the axum routers (public; ops).
+//! - [`guard`]: Host allow-list, CORS, rate limits, JSON on writes, authentication, audit lines.
+//! - [`auth`]: trader API keys (hashed key file); [`limits`]: token buckets.
 //!
 //! The server reads the topics by assignment from the earliest offset, so any number of replicas
 //! can serve the same data, and a restarted replica rebuilds its state by replay (Kappa).
 
 pub mod api;
+pub mod auth;
 pub mod feed;
+pub mod guard;
+pub mod limits;
 pub mod orders;
 pub mod state;
 
@@ -56,6 +61,44 @@ pub struct ServeArgs {
     /// Interval between live updates pushed to dashboards, in milliseconds.
     #[arg(long, default_value_t = 250)]
     pub push_interval_ms: u64,
+    /// Serve /metrics, /stats, /healthz and /readyz on this address (its own port, never behind
+    /// the public Service); off when unset.
+    #[arg(long, env = "KAPPA_OPS_BIND")]
+    pub ops_bind: Option<SocketAddr>,
+    /// Trader API keys: a file of `TRADER sha256:HEX [expires=RFC3339]` lines (`kappa keys add`),
+    /// re-read when it changes. Without it nobody can place orders or see orders and P&L.
+    #[arg(long, env = "KAPPA_API_KEYS")]
+    pub api_keys: Option<std::path::PathBuf>,
+    /// Host names requests may be addressed to (comma-separated; '*': any, only behind a proxy
+    /// that checks them). Default: the bind address (and localhost when it is a loopback one).
+    #[arg(long, env = "KAPPA_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Web origins allowed to call the API cross-origin (comma-separated `https://host[:port]`);
+    /// none by default: CORS denied.
+    #[arg(long, env = "KAPPA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Header in which a trusted reverse proxy passes the client's address (e.g. X-Real-IP; its
+    /// last value is used). Unset: the TCP peer's address.
+    #[arg(long, env = "KAPPA_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+    /// Requests per second allowed per trader (token bucket; 0: unlimited)…
+    #[arg(long, default_value_t = 50.0)]
+    pub trader_rate: f64,
+    /// …with bursts of up to this many.
+    #[arg(long, default_value_t = 100.0)]
+    pub trader_burst: f64,
+    /// Requests per second allowed per client address (IPv6: per /64; 0: unlimited)…
+    #[arg(long, default_value_t = 200.0)]
+    pub ip_rate: f64,
+    /// …with bursts of up to this many.
+    #[arg(long, default_value_t = 400.0)]
+    pub ip_burst: f64,
+    /// Most live (SSE) streams open at once from one client address (429 beyond).
+    #[arg(long, default_value_t = 16)]
+    pub max_streams_per_ip: usize,
+    /// The demo's trader credential (trader, key), used instead of `--api-keys`.
+    #[arg(skip)]
+    pub demo_credential: Option<(String, String)>,
 }
 
 impl Default for ServeArgs {
@@ -70,6 +113,17 @@ impl Default for ServeArgs {
             order_id_key: None,
             max_body: 16 * 1024,
             push_interval_ms: 250,
+            ops_bind: None,
+            api_keys: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            client_ip_header: None,
+            trader_rate: 50.0,
+            trader_burst: 100.0,
+            ip_rate: 200.0,
+            ip_burst: 400.0,
+            max_streams_per_ip: 16,
+            demo_credential: None,
         }
     }
 }
@@ -78,6 +132,8 @@ impl Default for ServeArgs {
 pub struct Server {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The ops endpoints' address, when served.
+    pub ops_addr: Option<SocketAddr>,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -111,6 +167,34 @@ pub fn spawn(
     })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let keys = match (&args.api_keys, &args.demo_credential) {
+        (Some(path), _) => auth::Keys::from_file(path)?,
+        (None, Some((trader, key))) => auth::Keys::fixed(auth::KeyStore::single(trader, key)),
+        (None, None) => {
+            tracing::warn!("no --api-keys: order entry, orders and P&L are refused to everyone");
+            auth::Keys::none()
+        }
+    };
+    let client_ip_header = match &args.client_ip_header {
+        Some(h) => Some(
+            axum::http::HeaderName::try_from(h.as_str())
+                .with_context(|| format!("--client-ip-header {h:?}"))?,
+        ),
+        None => None,
+    };
+    let guard = guard::Guard::new(
+        guard::Hosts::resolve(&args.allowed_hosts, addr)?,
+        args.cors_origins.clone(),
+        client_ip_header,
+        limits::Rate {
+            per_second: args.ip_rate,
+            burst: args.ip_burst,
+        },
+        limits::Rate {
+            per_second: args.trader_rate,
+            burst: args.trader_burst,
+        },
+    );
     let limits = state::Limits {
         trades: args.tape.max(1),
         bars: args.bars.max(1),
@@ -147,6 +231,10 @@ pub fn spawn(
         sink,
         streams: Default::default(),
         max_streams: args.max_streams,
+        streams_per_ip: Default::default(),
+        max_streams_per_ip: args.max_streams_per_ip.max(1),
+        keys,
+        guard,
         push_interval: Duration::from_millis(args.push_interval_ms.max(10)),
         counters: api::ApiCounters::default(),
     });
@@ -156,6 +244,14 @@ pub fn spawn(
         std::thread::Builder::new()
             .name("market-view-feed".into())
             .spawn(move || feed::run(&kafka, &market, &ready, &shutdown))?
+    };
+    let ops_addr = match args.ops_bind {
+        Some(bind) => Some(crate::runtime::ops::serve(
+            bind,
+            api::ops_router(shared.clone()),
+            shutdown,
+        )?),
+        None => None,
     };
     let router = api::router(shared, args.max_body);
     let shutdown = shutdown.clone();
@@ -168,13 +264,16 @@ pub fn spawn(
                 .build()?;
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        shutdown.triggered().await;
-                        // Ends the live streams, which would otherwise hold the shutdown open.
-                        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-                    })
-                    .await
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    shutdown.triggered().await;
+                    // Ends the live streams, which would otherwise hold the shutdown open.
+                    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                })
+                .await
             });
             let fed = feed
                 .join()
@@ -182,7 +281,11 @@ pub fn spawn(
             served.context("serving HTTP")?;
             fed.context("reading the topics")
         })?;
-    Ok(Server { addr, thread })
+    Ok(Server {
+        addr,
+        ops_addr,
+        thread,
+    })
 }
 
 /// Runs the server until `shutdown`.
@@ -193,6 +296,6 @@ pub fn run(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let server = spawn(kafka, instruments, args, shutdown)?;
-    tracing::info!(url = %server.url(), "market view serving");
+    tracing::info!(url = %server.url(), ops = ?server.ops_addr, "market view serving");
     server.join()
 }

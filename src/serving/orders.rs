@@ -15,6 +15,11 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
+/// Reason for a body naming another trader than the credential's.
+pub const TRADER_MISMATCH: &str = "trader_mismatch";
+/// Reason for acting on another trader's order.
+pub const NOT_ORDER_OWNER: &str = "not_order_owner";
+
 /// A request refused before publication: a stable reason code and a human-readable detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
@@ -204,6 +209,21 @@ fn check_client_order_id(id: &str) -> Result<(), Refused> {
     }
 }
 
+/// The authenticated `trader` is the order's: a body naming another is refused
+/// (`trader_mismatch`), one naming none gets it.
+fn own_trader(fields: &mut Fields, trader: &str) -> Result<(), Refused> {
+    if let Some(named) = fields.get("trader") {
+        if serde_json::from_str::<String>(named.get()).ok().as_deref() != Some(trader) {
+            return Err(Refused::new(
+                TRADER_MISMATCH,
+                format!("this API key trades as {trader}; the body names another trader"),
+            ));
+        }
+    }
+    fields.insert("trader".into(), raw(trader)?);
+    Ok(())
+}
+
 /// A new order from a `POST /orders` body: the `orders` message format (seed or extended form;
 /// `id` optional — one is allocated when absent, see [`IdAllocator`]), plus an optional
 /// `client_order_id` (or the `Idempotency-Key` header, passed as `idempotency_key`): a retry with
@@ -211,6 +231,7 @@ fn check_client_order_id(id: &str) -> Result<(), Refused> {
 /// with `now_ms`.
 pub fn new_order(
     body: &[u8],
+    trader: &str,
     idempotency_key: Option<&str>,
     instruments: &Instruments,
     ids: &IdAllocator,
@@ -222,6 +243,7 @@ pub fn new_order(
             format!("the body must be a JSON object: {e}"),
         )
     })?;
+    own_trader(&mut fields, trader)?;
     // Only new orders here (absent action = NEW), so the parsed command is always a new order.
     if let Some(action) = fields.get("action") {
         if !action.get().eq_ignore_ascii_case("\"NEW\"") {
@@ -269,13 +291,7 @@ pub fn new_order(
         }
         None => {
             let id = match &client_order_id {
-                Some(c) => {
-                    let trader = fields
-                        .get("trader")
-                        .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
-                        .unwrap_or_default();
-                    ids.for_client_order(&trader, c)
-                }
+                Some(c) => ids.for_client_order(trader, c),
                 None => ids.fresh(),
             };
             fields.insert("id".into(), raw(id)?);
@@ -308,6 +324,7 @@ pub fn change_order(
     id: u64,
     amend: bool,
     body: &[u8],
+    trader: &str,
     known: Option<&OrderEventMessage>,
     instruments: &Instruments,
     now_ms: i64,
@@ -318,17 +335,23 @@ pub fn change_order(
         serde_json::from_slice(body)
             .map_err(|e| Refused::new("invalid_field", format!("bad request body: {e}")))?
     };
+    if body.trader.as_deref().is_some_and(|t| t != trader) {
+        return Err(Refused::new(
+            TRADER_MISMATCH,
+            format!("this API key trades as {trader}; the body names another trader"),
+        ));
+    }
     if let Some(k) = known {
+        if k.trader != trader {
+            return Err(Refused::new(
+                NOT_ORDER_OWNER,
+                format!("order {id} belongs to another trader"),
+            ));
+        }
         if matches!(k.status.as_str(), "FILLED" | "CANCELLED" | "REJECTED") {
             return Err(Refused::new(
                 "order_not_active",
                 format!("order {id} is {}", k.status),
-            ));
-        }
-        if body.trader.as_deref().is_some_and(|t| t != k.trader) {
-            return Err(Refused::new(
-                "not_order_owner",
-                format!("order {id} belongs to another trader"),
             ));
         }
         if body
@@ -352,10 +375,6 @@ pub fn change_order(
                 format!("order {id} is not known here yet; name its instrument in the body"),
             )
         })?;
-    let trader = body
-        .trader
-        .clone()
-        .or_else(|| known.map(|k| k.trader.clone()));
     let mut fields = Fields::new();
     fields.insert(
         "action".into(),
@@ -363,9 +382,8 @@ pub fn change_order(
     );
     fields.insert("id".into(), raw(id)?);
     fields.insert("instrument".into(), raw(instrument)?);
-    if let Some(t) = trader {
-        fields.insert("trader".into(), raw(t)?);
-    }
+    // The engine, too, refuses a cancel or amend from anyone but the order's owner.
+    fields.insert("trader".into(), raw(trader)?);
     if amend {
         if let Some(p) = body.price {
             fields.insert("price".into(), p);
@@ -393,6 +411,7 @@ mod tests {
         let ids = IdAllocator::with_key(b"test key");
         new_order(
             body.as_bytes(),
+            "T0001",
             None,
             &load_instruments(None).unwrap(),
             &ids,
@@ -416,6 +435,20 @@ mod tests {
         assert!((API_ID_BASE..1 << 53).contains(&p.id), "{}", p.id);
         assert_eq!(p.message.price.unwrap().to_string(), "20.05");
         assert_eq!(p.message.trader.as_deref(), Some("T0001"));
+    }
+
+    #[test]
+    fn the_trader_is_the_credentials_never_the_bodys() {
+        let p = new(r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15}"#).unwrap();
+        assert_eq!(p.message.trader.as_deref(), Some("T0001"));
+        assert!(String::from_utf8_lossy(&p.payload).contains(r#""trader":"T0001""#));
+        for body in [
+            r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15,"trader":"T0002"}"#,
+            r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15,"trader":7}"#,
+            r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15,"trader":null}"#,
+        ] {
+            assert_eq!(reason(new(body)), TRADER_MISMATCH, "{body}");
+        }
     }
 
     #[test]
@@ -495,10 +528,20 @@ mod tests {
     }
 
     fn change(amend: bool, body: &str, k: Option<&OrderEventMessage>) -> Result<Prepared, Refused> {
+        change_as("T0001", amend, body, k)
+    }
+
+    fn change_as(
+        trader: &str,
+        amend: bool,
+        body: &str,
+        k: Option<&OrderEventMessage>,
+    ) -> Result<Prepared, Refused> {
         change_order(
             9,
             amend,
             body.as_bytes(),
+            trader,
             k,
             &load_instruments(None).unwrap(),
             NOW,
@@ -518,17 +561,36 @@ mod tests {
             reason(change(false, "", Some(&known("FILLED")))),
             "order_not_active"
         );
+        // The trader is the credential's: a body naming another is refused, and another
+        // trader's credential cannot touch the order.
         assert_eq!(
             reason(change(false, r#"{"trader":"T0002"}"#, Some(&live))),
-            "not_order_owner"
+            TRADER_MISMATCH
+        );
+        assert_eq!(
+            reason(change_as("T0002", false, "", Some(&live))),
+            NOT_ORDER_OWNER
+        );
+        assert_eq!(
+            reason(change_as("T0002", true, r#"{"price":15.05}"#, Some(&live))),
+            NOT_ORDER_OWNER
+        );
+        assert_eq!(
+            reason(change_as("T0002", false, "", Some(&known("FILLED")))),
+            NOT_ORDER_OWNER,
+            "whose order it is is checked first"
         );
         assert_eq!(
             reason(change(false, r#"{"instrument":"INFY"}"#, Some(&live))),
             "instrument_mismatch"
         );
         assert_eq!(reason(change(false, "", None)), "unknown_order");
-        let p = change(false, r#"{"instrument":"INFY","trader":"T7"}"#, None).unwrap();
-        assert_eq!(p.key, "INFY");
+        // Unknown here yet: published with the credential's trader (the engine checks the owner).
+        let p = change_as("T7", false, r#"{"instrument":"INFY"}"#, None).unwrap();
+        assert_eq!(
+            (p.key.as_str(), p.message.trader.as_deref()),
+            ("INFY", Some("T7"))
+        );
         assert_eq!(
             reason(change(false, r#"{"quantity":1}"#, Some(&live))),
             "invalid_field"
@@ -558,8 +620,8 @@ mod tests {
         let body = r#"{"instrument":"INFY","trxn_type":"SELL","quantity":3,"price":"20.05","trader":"T0001","client_order_id":"abc-1"}"#;
         let a = IdAllocator::with_key(b"shared secret");
         let b = IdAllocator::with_key(b"shared secret"); // another replica
-        let first = new_order(body.as_bytes(), None, &inst, &a, NOW).unwrap();
-        let retry = new_order(body.as_bytes(), None, &inst, &b, NOW + 5).unwrap();
+        let first = new_order(body.as_bytes(), "T0001", None, &inst, &a, NOW).unwrap();
+        let retry = new_order(body.as_bytes(), "T0001", None, &inst, &b, NOW + 5).unwrap();
         assert_eq!(
             first.id, retry.id,
             "same key, trader and client order id: same order id"
@@ -569,18 +631,18 @@ mod tests {
         assert!(!String::from_utf8_lossy(&first.payload).contains("abc-1"));
         // The header form gives the same id; another key, trader or client id does not.
         let plain = body.replace(r#","client_order_id":"abc-1""#, "");
-        let header = new_order(plain.as_bytes(), Some("abc-1"), &inst, &a, NOW).unwrap();
+        let header = new_order(plain.as_bytes(), "T0001", Some("abc-1"), &inst, &a, NOW).unwrap();
         assert_eq!(header.id, first.id);
         let other_key = IdAllocator::with_key(b"another secret");
         assert_ne!(
-            new_order(body.as_bytes(), None, &inst, &other_key, NOW)
+            new_order(body.as_bytes(), "T0001", None, &inst, &other_key, NOW)
                 .unwrap()
                 .id,
             first.id
         );
         let other_trader = body.replace("T0001", "T0002");
         assert_ne!(
-            new_order(other_trader.as_bytes(), None, &inst, &a, NOW)
+            new_order(other_trader.as_bytes(), "T0002", None, &inst, &a, NOW)
                 .unwrap()
                 .id,
             first.id
@@ -588,7 +650,7 @@ mod tests {
         // Without a client id, fresh ids: all distinct, all in the API range, below 2^53.
         let ids: std::collections::HashSet<u64> = (0..10_000)
             .map(|_| {
-                new_order(plain.as_bytes(), None, &inst, &a, NOW)
+                new_order(plain.as_bytes(), "T0001", None, &inst, &a, NOW)
                     .unwrap()
                     .id
             })
@@ -597,7 +659,7 @@ mod tests {
         assert!(ids.iter().all(|id| (API_ID_BASE..1 << 53).contains(id)));
         // Refusals: both forms differing, a bad client id, an id with a client id, a reserved id.
         let refuse = |body: &str, header: Option<&str>| {
-            new_order(body.as_bytes(), header, &inst, &a, NOW)
+            new_order(body.as_bytes(), "T0001", header, &inst, &a, NOW)
                 .unwrap_err()
                 .reason
         };
@@ -622,7 +684,7 @@ mod tests {
         );
         assert_eq!(refuse(&reserved, None), "reserved_order_id");
         assert_eq!(
-            new_order(with_id.as_bytes(), None, &inst, &a, NOW)
+            new_order(with_id.as_bytes(), "T0001", None, &inst, &a, NOW)
                 .unwrap()
                 .id,
             42

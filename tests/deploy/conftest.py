@@ -16,3 +16,13 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "airflow_dags")
 import sys  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "airflow_dags"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    """Every DAG of airflow_dags/, parsed once."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "airflow_dags"))

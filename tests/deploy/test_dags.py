@@ -5,21 +5,16 @@ from datetime import timedelta
 
 import pytest
 import yaml
-from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from conftest import ROOT
-from jobs import check_command, render
+from jobs import check_command, check_env, render
+from pods import pod_env
 
 EXPECTED = {
     "kappa_analytics_replay": {"replay_bars": "sma-calculator", "replay_pnl": "profit-calculator"},
     "kappa_daily_report": {"bars_report": "sma-calculator", "pnl_report": "profit-calculator"},
-    "kappa_load_test": {"generate_orders": "order-generator"},
+    "kappa_load_test": {"generate_orders": "order-generator", "match_orders": "match-maker"},
 }
-
-
-@pytest.fixture(scope="module")
-def dagbag():
-    return DagBag(dag_folder=str(ROOT / "airflow_dags"))
 
 
 def test_no_import_errors(dagbag):
@@ -55,6 +50,8 @@ def test_command_lines_parse_with_the_real_binaries(dagbag, dag_id):
         args = [render(a, params) for a in task.arguments]
         assert not any("{{" in a for a in args), args
         check_command(task.cmds[0], args)
+        # Batch pods blank KAPPA_OPS_BIND whether or not the binary serves ops endpoints.
+        check_env(task.cmds[0], set(pod_env(task)) - {"KAPPA_OPS_BIND"})
 
 
 def test_replays_read_from_the_beginning_into_fresh_groups(dagbag):
@@ -67,7 +64,7 @@ def test_replays_read_from_the_beginning_into_fresh_groups(dagbag):
             assert "--output-prefix" in args, "batch runs must not write into the live topics"
 
 
-def test_a_wrong_flag_is_caught():
+def test_a_wrong_flag_is_caught_by_the_command_check():
     with pytest.raises(AssertionError):
         check_command("sma-calculator", ["--windw", "1s"])
     with pytest.raises(AssertionError):

@@ -10,28 +10,21 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT
-from jobs import check_command
+from jobs import check_command, check_env
+from manifests import DOCS, K8S, container, env_of, of_kind
 
-K8S = ROOT / "k8s"
 SCHEMAS = {p.stem: json.loads(p.read_text()) for p in (K8S / "schemas").glob("*.json")}
-CORE = {"Namespace", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "PersistentVolumeClaim"}
-
-
-def docs():
-    out = []
-    for path in sorted(K8S.glob("*.yaml")):
-        for d in yaml.safe_load_all(path.read_text()):
-            if d:
-                out.append((path.name, d))
-    return out
-
-
-DOCS = docs()
-
-
-def of_kind(kind):
-    return [d for _, d in DOCS if d["kind"] in (kind if isinstance(kind, set) else {kind})]
+CORE = {
+    "Namespace",
+    "ConfigMap",
+    "Deployment",
+    "PodDisruptionBudget",
+    "Service",
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+}
+#: ConfigMap keys that are no job flag's environment variable (read by the logging filter).
+NOT_FLAGS = {"RUST_LOG"}
 
 
 def test_every_kind_is_checked():
@@ -80,32 +73,67 @@ def test_kustomization_lists_every_manifest():
     assert set(k["resources"]) == files
 
 
-def test_deployments_run_real_flags_with_probes_resources_and_secrets():
+def test_deployments_have_probes_on_the_ops_port_resources_and_hardening():
     config = of_kind("ConfigMap")[0]["data"]
+    ops_port = int(config["KAPPA_OPS_BIND"].rsplit(":", 1)[1])
     for d in of_kind("Deployment"):
-        pod = d["spec"]["template"]["spec"]
-        assert d["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
-        assert pod["terminationGracePeriodSeconds"] >= 30
-        (c,) = pod["containers"]
-        check_command(c["command"][0], [str(a) for a in c["args"]])
+        pod = d["spec"]["template"]
+        assert d["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+        c = container(d)
+        name = c["command"][0]
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         port_names = {p["name"]: p["containerPort"] for p in c["ports"]}
-        probe_port = port_names[c["readinessProbe"]["httpGet"]["port"]]
-        if c["command"][0] == "market-view":
-            assert "0.0.0.0:%d" % probe_port in c["args"]
-        else:
-            assert config["KAPPA_OPS_BIND"].endswith(":%d" % probe_port)
+        # Every job, market-view included, serves /metrics and the probes on the ops port
+        # (KAPPA_OPS_BIND), apart from any public port.
+        assert port_names["ops"] == ops_port, name
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"]["port"] == "ops", (name, probe)
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ops_port), name
         assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"]
-        env = {e["name"]: e for e in c.get("env", [])}
-        assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kappa-app"
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
-        if c["command"][0] != "market-view":
+        env = env_of(c)
+        if name != "market-view":
             # Stateful jobs: one transactional id (and static group member id) per pod, stable
             # across the restarts of its container.
             tid = env["KAPPA_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
-            assert tid == "metadata.name", c["command"][0]
-            assert env["KAPPA_STATIC_MEMBERSHIP"]["value"] == "true", c["command"][0]
+            assert tid == "metadata.name", name
+            assert env["KAPPA_STATIC_MEMBERSHIP"]["value"] == "true", name
+
+
+def test_deployment_command_lines_and_environment_parse_with_the_real_binaries():
+    config = of_kind("ConfigMap")[0]["data"]
+    for d in of_kind("Deployment"):
+        c = container(d)
+        check_command(c["command"][0], [str(a) for a in c["args"]])
+        # Every variable a job is given is one of its flags: a misspelled name would be ignored.
+        check_env(c["command"][0], set(env_of(c)) | (set(config) - NOT_FLAGS))
+
+
+def test_market_view_serves_the_api_with_keys_host_checks_and_limits():
+    d = next(d for d in of_kind("Deployment") if d["metadata"]["name"] == "market-view")
+    c = container(d)
+    args = [str(a) for a in c["args"]]
+
+    def arg(flag):
+        return args[args.index(flag) + 1]
+
+    assert arg("--bind") == "0.0.0.0:8080"
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    keys = arg("--api-keys")
+    (mount,) = [m for m in mounts.values() if keys.startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "kappa-api-keys"
+    assert keys.removeprefix(mount["mountPath"] + "/") in {i["path"] for i in secret["items"]}
+    hosts = arg("--allowed-hosts").split(",")
+    assert "market-view.kappa.svc.cluster.local" in hosts and "*" not in hosts
+    assert arg("--client-ip-header") == "X-Real-IP"
+    for flag in ("--trader-rate", "--trader-burst", "--ip-rate", "--ip-burst", "--max-streams", "--max-streams-per-ip"):
+        assert int(arg(flag)) > 0, flag
+    assert "--cors-origins" not in args and "KAPPA_CORS_ORIGINS" not in env_of(c)
 
 
 def test_every_deployment_has_a_pdb_and_the_service_selects_market_view():
@@ -118,6 +146,24 @@ def test_every_deployment_has_a_pdb_and_the_service_selects_market_view():
     assert svc["spec"]["selector"] == deployments["market-view"]["spec"]["selector"]["matchLabels"]
 
 
+def test_no_service_exposes_an_ops_port():
+    config = of_kind("ConfigMap")[0]["data"]
+    ops_port = int(config["KAPPA_OPS_BIND"].rsplit(":", 1)[1])
+    deployments = of_kind("Deployment")
+    for svc in of_kind("Service"):
+        selected = [
+            d for d in deployments if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert selected, svc["metadata"]["name"]
+        for d in selected:
+            ports = {p["name"]: p["containerPort"] for p in container(d)["ports"]}
+            for p in svc["spec"]["ports"]:
+                target = p.get("targetPort", p["port"])
+                number = ports.get(target, target)
+                assert target != "ops" and number != ops_port and p["port"] != ops_port, (svc["metadata"]["name"], p)
+                assert number in ports.values(), (svc["metadata"]["name"], p)
+
+
 def test_match_maker_scales_on_lag_up_to_the_orders_partitions():
     (so,) = of_kind("ScaledObject")
     topics = {t["metadata"]["name"]: t["spec"] for t in of_kind("KafkaTopic")}
@@ -126,8 +172,8 @@ def test_match_maker_scales_on_lag_up_to_the_orders_partitions():
     args = mm["spec"]["template"]["spec"]["containers"][0]["args"]
     assert trigger["metadata"]["consumerGroup"] == args[args.index("--group") + 1]
     assert so["spec"]["maxReplicaCount"] == topics[trigger["metadata"]["topic"]]["partitions"]
-    auth = of_kind("TriggerAuthentication")[0]["metadata"]["name"]
-    assert trigger["authenticationRef"]["name"] == auth
+    auths = {a["metadata"]["name"] for a in of_kind("TriggerAuthentication")}
+    assert trigger["authenticationRef"]["name"] in auths
 
 
 def test_every_topic_the_code_uses_exists():
