@@ -2,7 +2,9 @@
 read `trades` from the earliest offset in a fresh consumer group up to the end offsets seen at
 start (`--from-beginning --until-end`), publish to side topics (`--output-prefix`, default
 `replay.`: the topics must exist, see k8s/topics.yaml) and write Parquet under /reports/replay/.
-Triggered by hand, with parameters (e.g. another window or SMA set: then use a new prefix).
+Triggered by hand, with parameters (e.g. another window or SMA set: then use a new prefix, such
+as `replay.1m.`; prefixes start with `replay.`, the namespace of the DAG's Kafka user
+`kappa-replay`). The pods run as that user.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ with DAG(
     dagrun_timeout=timedelta(hours=6),
     default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=4)},
     params={
-        "output_prefix": Param("replay.", type="string", pattern=r"^[a-z0-9._-]+\.$"),
+        # Under `replay.`: the namespace the DAG's Kafka user (kappa-replay) may write.
+        "output_prefix": Param("replay.", type="string", pattern=r"^replay\.([a-z0-9_-]+\.)*$"),
         "window": Param("1s", type="string", pattern=r"^[0-9]+(ms|s|m|h)?$"),
         "sma": Param("5,20", type="string", pattern=r"^[0-9]+(,[0-9]+)*$"),
     },

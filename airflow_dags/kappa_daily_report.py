@@ -1,7 +1,8 @@
 """Daily report: 1-minute bars with SMAs and per-trader P&L, recomputed from the earliest offset
 (bounded: up to the end offsets seen at start) and written to Parquet under /reports/daily/<date>/.
 Outputs also go to the `report.*` topics; a later day's run republishes only what is new there,
-because the replay is deterministic and the jobs drop outputs already on the broker.
+because the replay is deterministic and the jobs drop outputs already on the broker. The pods
+run as the DAG's own Kafka user, `kappa-report`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ use kappa_exchange::runtime::kafka::KafkaArgs;
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::serving::{auth, ServeArgs};
 use kappa_exchange::topics::{strimzi_topics, TopicLayout};
-use kappa_exchange::{config, demo, simulate, telemetry};
+use kappa_exchange::{access, config, demo, simulate, telemetry};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -180,7 +180,7 @@ enum TopicsAction {
         /// Partition counts: production (k8s/topics.yaml) or embedded (the demo's).
         #[arg(long, default_value = "production", value_parser = ["production", "embedded"])]
         layout: String,
-        /// Also the side-output topics of the Airflow DAGs (replay.*, report.*).
+        /// Also the side topics of the Airflow DAGs (replay.*, report.*, loadtest.*).
         #[arg(long)]
         side_outputs: bool,
     },
@@ -191,6 +191,9 @@ enum TopicsAction {
     },
     /// Print the Strimzi KafkaTopic resources of the production layout (k8s/topics.yaml).
     K8s,
+    /// Print the Strimzi KafkaUser resources: one identity per job with exactly the ACLs its code
+    /// needs (k8s/users.yaml).
+    Users,
 }
 
 #[derive(Subcommand)]
@@ -345,6 +348,10 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             TopicsAction::K8s => print!("{}", strimzi_topics(&TopicLayout::production(), "kappa")),
+            TopicsAction::Users => print!(
+                "{}",
+                access::strimzi_users(&access::identities(&instruments), "kappa")
+            ),
         },
         Command::BenchPipeline {
             broker,

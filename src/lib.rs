@@ -19,6 +19,7 @@
 //! - [`simulate`]: the engine run in-process over generated flow, with a market summary.
 pub use kappa_engine as engine;
 
+pub mod access;
 pub mod analytics;
 pub mod bench;
 pub mod config;

@@ -260,12 +260,14 @@ impl Default for TopicLayout {
     }
 }
 
-/// Side outputs of the Airflow DAGs (`--output-prefix`), with the analytics jobs' changelogs
-/// there: rebuildable, kept a week. Each is `(prefix, topics, what writes it)`.
-pub const SIDE_OUTPUTS: [(&str, [Topic; 4], &str); 2] = [
+/// Side topics of the Airflow DAGs, rebuildable, kept a week. Each is `(prefix, topics, what
+/// writes it)`: the analytics replay and report (`--output-prefix`, with the analytics jobs'
+/// changelogs there), and the load test, which runs its own generator and match maker under
+/// `--topic-prefix loadtest.` so it never writes the production `orders`.
+pub const SIDE_OUTPUTS: [(&str, &[Topic], &str); 3] = [
     (
         "replay.",
-        [
+        &[
             Topic::Analytics,
             Topic::Rejects,
             Topic::SmaSnapshots,
@@ -275,7 +277,7 @@ pub const SIDE_OUTPUTS: [(&str, [Topic; 4], &str); 2] = [
     ),
     (
         "report.",
-        [
+        &[
             Topic::Analytics,
             Topic::Rejects,
             Topic::SmaSnapshots,
@@ -283,7 +285,22 @@ pub const SIDE_OUTPUTS: [(&str, [Topic; 4], &str); 2] = [
         ],
         "the Airflow report DAG",
     ),
+    (
+        LOAD_TEST_PREFIX,
+        &[
+            Topic::Orders,
+            Topic::Trades,
+            Topic::OrderEvents,
+            Topic::Book,
+            Topic::Rejects,
+            Topic::MatchMakerSnapshots,
+        ],
+        "the Airflow load-test DAG",
+    ),
 ];
+
+/// The namespace (`--topic-prefix`) of the load-test DAG's topics.
+pub const LOAD_TEST_PREFIX: &str = "loadtest.";
 
 impl TopicLayout {
     /// The production layout (`k8s/topics.yaml`).
@@ -359,9 +376,7 @@ impl TopicLayout {
                         Cleanup::Compact => t.spec().retention_ms,
                         _ => 7 * DAY_MS,
                     },
-                    about: format!(
-                        "Side output of {by} (--output-prefix {side}): rebuildable, kept a week."
-                    ),
+                    about: format!("Side topic of {by} (prefix {side}): rebuildable, kept a week."),
                 })
             })
             .collect()
@@ -602,7 +617,8 @@ mod tests {
         assert!(generated.contains("name: orders\n"));
         assert!(generated.contains("message.timestamp.type: LogAppendTime\n"));
         assert!(generated.contains("name: report.rejects\n"));
-        assert_eq!(generated.matches("kind: KafkaTopic").count(), 17);
+        assert_eq!(generated.matches("kind: KafkaTopic").count(), 23);
+        assert!(generated.contains("name: loadtest.orders\n"));
         assert!(generated.contains("name: match-maker-snapshots\n"));
         assert!(generated.contains("name: replay.profit-calculator-snapshots\n"));
     }

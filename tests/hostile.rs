@@ -140,18 +140,23 @@ fn every_job_survives_hostile_records_on_every_input_topic(on: On) {
     inject(&p, &p.topic("book"), layout.book);
     inject(&p, &p.topic("order-events"), layout.order_events);
     inject(&p, &p.topic("analytics"), layout.analytics);
-    let port = free_port();
+    let (port, ops) = (free_port(), free_port());
     let _mv = Killed(vec![job(
         &p,
         env!("CARGO_BIN_EXE_market-view"),
-        &["--bind", &format!("127.0.0.1:{port}")],
+        &[
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--ops-bind",
+            &format!("127.0.0.1:{ops}"),
+        ],
     )]);
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
     let deadline = Instant::now() + Duration::from_secs(60);
     let stats: Value = loop {
-        if let Ok(r) = agent.get(&format!("http://127.0.0.1:{port}/stats")).call() {
+        if let Ok(r) = agent.get(&format!("http://127.0.0.1:{ops}/stats")).call() {
             let v: Value = r.into_json().unwrap();
             if v["ready"] == true {
                 break v;

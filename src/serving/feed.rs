@@ -77,6 +77,16 @@ pub fn apply(state: &mut MarketState, update: Option<Update>) {
 /// Most messages decoded before the state's write lock is taken once for all of them.
 const BATCH: usize = 2_000;
 
+/// The topics market-view reads (its Kafka ACLs are derived from this: `crate::access`).
+pub fn inputs(topics: &Topics) -> [&String; 4] {
+    [
+        &topics.book,
+        &topics.trades,
+        &topics.order_events,
+        &topics.analytics,
+    ]
+}
+
 /// Reads the topics into `state` until `shutdown`; sets `ready` once caught up.
 pub fn run(
     kafka: &KafkaArgs,
@@ -90,12 +100,7 @@ pub fn run(
     let mut tpl = TopicPartitionList::new();
     // Where each partition ended when the server started: caught up = read up to there.
     let mut pending: Vec<(String, i32, i64)> = Vec::new();
-    for topic in [
-        &topics.book,
-        &topics.trades,
-        &topics.order_events,
-        &topics.analytics,
-    ] {
+    for topic in inputs(&topics) {
         for p in 0..partition_count(&consumer, topic)? {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
             let (low, high) = crate::runtime::kafka::watermarks(&consumer, topic, p)?;

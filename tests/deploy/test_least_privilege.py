@@ -33,7 +33,11 @@ CONTROL_PLANE_PORT, REPLICATION_PORT = 9090, 9091
 def strimzi_pods():
     """The labels the Strimzi Cluster Operator gives the pods of Kafka `CLUSTER` (its
     Labels.generateDefaultLabels and KafkaPool): one broker per node pool, the entity operator."""
-    common = {"strimzi.io/cluster": CLUSTER, "strimzi.io/kind": "Kafka", "app.kubernetes.io/part-of": f"strimzi-{CLUSTER}"}
+    common = {
+        "strimzi.io/cluster": CLUSTER,
+        "strimzi.io/kind": "Kafka",
+        "app.kubernetes.io/part-of": f"strimzi-{CLUSTER}",
+    }
     brokers = {
         f"broker of pool {p['metadata']['name']}": {
             **common,
@@ -301,13 +305,17 @@ def test_strimzi_pods_keep_their_own_traffic(dagbag):
             for other, other_labels in BROKERS.items():
                 assert any(
                     (ports(r) is None or ("TCP", port) in ports(r))
-                    and (not peers(r, "Egress") or any(in_namespace_peer_selects(p, other_labels) for p in peers(r, "Egress")))
+                    and (
+                        not peers(r, "Egress")
+                        or any(in_namespace_peer_selects(p, other_labels) for p in peers(r, "Egress"))
+                    )
                     for r in egress
                 ), f"{pool}: no egress to the {other} on {port}"
     assert any(r == {} for r in rules(ENTITY_OPERATOR, "Egress")), "entity operator: no egress (API server, brokers)"
     # Those exemptions select Strimzi's pods only, never a job pod.
+    strimzi = [*BROKERS.values(), ENTITY_OPERATOR]
     for p in POLICIES:
-        if p["spec"]["podSelector"] and any(matches(p["spec"]["podSelector"], s) for s in [*BROKERS.values(), ENTITY_OPERATOR]):
+        if p["spec"]["podSelector"] and any(matches(p["spec"]["podSelector"], s) for s in strimzi):
             for name, labels, _ in job_pods(dagbag):
                 assert not matches(p["spec"]["podSelector"], labels), (p["metadata"]["name"], name)
 

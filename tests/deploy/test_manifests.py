@@ -151,9 +151,8 @@ def test_no_service_exposes_an_ops_port():
     ops_port = int(config["KAPPA_OPS_BIND"].rsplit(":", 1)[1])
     deployments = of_kind("Deployment")
     for svc in of_kind("Service"):
-        selected = [
-            d for d in deployments if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
-        ]
+        selector = svc["spec"]["selector"].items()
+        selected = [d for d in deployments if selector <= d["spec"]["template"]["metadata"]["labels"].items()]
         assert selected, svc["metadata"]["name"]
         for d in selected:
             ports = {p["name"]: p["containerPort"] for p in container(d)["ports"]}
