@@ -854,7 +854,7 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
     assert_eq!(s, 202, "{b}");
     for head in [
         format!("GET / HTTP/1.1\r\nHost: rebind.evil.example:{port}"),
-        format!("GET /instruments HTTP/1.1\r\nHost: rebind.evil.example"),
+        "GET /instruments HTTP/1.1\r\nHost: rebind.evil.example".to_string(),
         format!("POST /orders HTTP/1.1\r\nHost: rebind.evil.example:{port}\r\nContent-Type: application/json\r\nAuthorization: Bearer {key}"),
         "GET / HTTP/1.0".to_string(),
     ] {
@@ -870,12 +870,15 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
         anon.request("GET", "/instruments")
             .set("x-real-ip", ip)
             .call()
+            .map_err(Box::new)
     };
     let mut limited = None;
     for _ in 0..300 {
-        if let Err(ureq::Error::Status(429, r)) = from("203.0.113.7") {
-            limited = Some(r);
-            break;
+        if let Err(e) = from("203.0.113.7") {
+            if let ureq::Error::Status(429, r) = *e {
+                limited = Some(r);
+                break;
+            }
         }
     }
     let r = limited.expect("a flood from one address is limited");
@@ -914,9 +917,11 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
         anon.request("GET", "/stream/TCS")
             .set("x-real-ip", ip)
             .call()
+            .map_err(Box::new)
     };
     let kept = (stream("192.0.2.1").unwrap(), stream("192.0.2.1").unwrap());
-    let Err(ureq::Error::Status(429, r)) = stream("192.0.2.1") else {
+    let third = stream("192.0.2.1").map(|_| ()).unwrap_err();
+    let ureq::Error::Status(429, r) = *third else {
         panic!("a third stream from one address: expected 429")
     };
     assert_eq!(r.into_json::<Value>().unwrap()["error"], "too_many_streams");
@@ -955,6 +960,7 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
     // --- Audit: one JSON line per order-entry request, with trader, order id, outcome and
     // reason; never a key.
     let text = std::fs::read_to_string(&log).unwrap();
+    let id_text = id.to_string();
     let audit: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -969,7 +975,9 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
     };
     has(
         &|a| {
-            a["outcome"] == "published" && a["trader"] == "API01" && a["order_id"] == id.to_string()
+            a["outcome"] == "published"
+                && a["trader"] == "API01"
+                && a["order_id"] == id_text.as_str()
         },
         "the placed order",
     );
@@ -996,7 +1004,7 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
             a["action"] == "cancel"
                 && a["reason"] == "not_order_owner"
                 && a["trader"] == "SOMEONE"
-                && a["order_id"] == id.to_string()
+                && a["order_id"] == id_text.as_str()
         },
         "a cross-trader cancel",
     );
