@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 # One image with every Kappa Exchange binary (kappa, order-generator, match-maker, sma-calculator,
 # profit-calculator, market-view). Build: docker build -t kappa-exchange:0.1.0 .
-# librdkafka is compiled and linked statically by rdkafka's build (needs only gcc, make, zlib).
+# librdkafka is compiled and linked statically by rdkafka's build (gcc, make, zlib), with OpenSSL
+# (dynamically: libssl3 at run time) for the cluster's SASL_SSL/SCRAM-SHA-512.
 
 FROM rust:1.95-slim-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -22,7 +23,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 kappa \
     && useradd --system --uid 10001 --gid kappa --home-dir /var/lib/kappa --create-home kappa

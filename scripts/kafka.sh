@@ -2,7 +2,7 @@
 # A local Apache Kafka (KRaft) for development, tests and benchmarks — one command.
 #
 #   scripts/kafka.sh start [--port 9092] [--nodes 1|3] [--dir DIR] [--heap 1g] [--watch-pid PID]
-#                          [--ephemeral] [--keep-data]
+#                          [--ephemeral] [--keep-data] [--sasl]
 #   scripts/kafka.sh stop|kill|status|logs [--dir DIR] [-n LINES]
 #   scripts/kafka.sh fetch                 # only download the broker (Maven Central) into the cache
 #
@@ -13,7 +13,10 @@
 # prints the bootstrap address on stdout (everything else goes to stderr). `--watch-pid PID`
 # stops the broker once that process is gone; `--ephemeral` deletes DIR when it stops (tests).
 # `kill` is `kill -9` of every node (fault tests); `start --keep-data` restarts the nodes of DIR
-# on their data instead of formatting afresh.
+# on their data instead of formatting afresh. `--sasl`: clients must authenticate with
+# SASL/SCRAM-SHA-512 (listener SASL_PLAINTEXT) and the standard authorizer allows nothing without
+# an ACL — as the Strimzi cluster in k8s/ — with one super user, admin / admin-secret, to create
+# topics, users and ACLs (tests/acl.rs).
 #
 # One node: offsets/transaction-state replication 1, min ISR 1. Three nodes (`--nodes 3`, ports
 # PORT..PORT+2): replication factor 3 and min ISR 2, as in k8s/kafka.yaml. Controllers listen on
@@ -44,6 +47,7 @@ watch_pid=""
 ephemeral=0
 keep=0
 lines=60
+sasl=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=${2:?--port needs a value}; shift 2 ;;
@@ -53,6 +57,7 @@ while [ $# -gt 0 ]; do
     --watch-pid) watch_pid=${2:?--watch-pid needs a value}; shift 2 ;;
     --ephemeral) ephemeral=1; shift ;;
     --keep-data) keep=1; shift ;;
+    --sasl) sasl=1; shift ;;
     -n) lines=${2:?-n needs a value}; shift 2 ;;
     *) die "unknown argument $1 (see the top of scripts/kafka.sh)" ;;
   esac
@@ -108,15 +113,17 @@ node_config() {
   local i=$1 ndir=$2 voters="" j rf=1 isr=1
   for j in $(seq 1 "$nodes"); do voters="${voters:+$voters,}$j@127.0.0.1:$(controller_port "$j")"; done
   if [ "$nodes" -eq 3 ]; then rf=3; isr=2; fi
+  local client=PLAINTEXT
+  [ "$sasl" = 1 ] && client=SASL_PLAINTEXT
   cat <<EOF
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(node_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$i")
+listeners=$client://127.0.0.1:$(node_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=$client://127.0.0.1:$(node_port "$i")
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$client
+listener.security.protocol.map=$client:$client,CONTROLLER:PLAINTEXT
 log.dirs=$ndir/data
 default.replication.factor=$rf
 min.insync.replicas=$isr
@@ -131,6 +138,18 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+  if [ "$sasl" = 1 ]; then
+    # The controller listener stays PLAINTEXT on 127.0.0.1 (its principal is ANONYMOUS, which
+    # therefore must be a super user); clients reach only the SASL listener.
+    cat <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin-secret";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:ANONYMOUS
+EOF
+  fi
 }
 
 log_config() {
@@ -175,6 +194,13 @@ ready() {
   local i out
   command -v kcat >/dev/null 2>&1 || die "kcat is not installed (scripts/setup.sh installs it)"
   for i in $(seq 1 "$nodes"); do
+    if [ "$sasl" = 1 ]; then
+      # Debian's kcat (librdkafka 1.x) fails SCRAM-SHA-512 against Kafka 4 where librdkafka 2.x
+      # succeeds: wait for the node's own start-up line and its listener instead.
+      grep -q "Kafka Server started" "$dir/node$i/server.log" 2>/dev/null || return 1
+      port_in_use "$(node_port "$i")" || return 1
+      continue
+    fi
     out=$(kcat -b "127.0.0.1:$(node_port "$i")" -L -m 2 2>/dev/null) || return 1
     grep -q " $nodes brokers:" <<<"$out" || return 1
   done
@@ -213,8 +239,10 @@ format_nodes() {
     mkdir -p "$ndir"
     node_config "$i" "$ndir" >"$ndir/server.properties"
     log_config "$ndir" >"$ndir/log4j2.properties"
+    local scram=()
+    [ "$sasl" = 1 ] && scram=(--add-scram 'SCRAM-SHA-512=[name="admin",password="admin-secret"]')
     if ! "$java" -Dlog4j2.configurationFile="$ndir/log4j2.properties" -cp "$lib/*" \
-          kafka.tools.StorageTool format -t "$cluster" -c "$ndir/server.properties" \
+          kafka.tools.StorageTool format -t "$cluster" -c "$ndir/server.properties" "${scram[@]}" \
           >"$ndir/format.log" 2>&1; then
       cat "$ndir/format.log" >&2
       die "formatting KRaft storage of node $i failed"
@@ -253,7 +281,7 @@ launch() {
     setsid nohup bash -c 'while kill -0 "$0" 2>/dev/null; do sleep 1; done; exec "$1" stop --dir "$2"' \
       "$watch_pid" "$here/scripts/kafka.sh" "$dir" >/dev/null 2>&1 </dev/null &
   fi
-  printf 'port=%s\nnodes=%s\nephemeral=%s\n' "$port" "$nodes" "$ephemeral" >"$dir/cluster.env"
+  printf 'port=%s\nnodes=%s\nephemeral=%s\nsasl=%s\n' "$port" "$nodes" "$ephemeral" "$sasl" >"$dir/cluster.env"
   say "Apache Kafka ($nodes node(s)) at $(bootstrap); data and logs in $dir"
   bootstrap
 }
@@ -282,5 +310,5 @@ case "$cmd" in
   status) status ;;
   logs) show_logs ;;
   fetch) fetch; say "broker jars in $lib" ;;
-  *) die "usage: scripts/kafka.sh start|stop|kill|status|logs|fetch [--port N] [--nodes 1|3] [--dir DIR] [--heap SIZE] [--watch-pid PID] [--ephemeral] [--keep-data] [-n LINES]" ;;
+  *) die "usage: scripts/kafka.sh start|stop|kill|status|logs|fetch [--port N] [--nodes 1|3] [--dir DIR] [--heap SIZE] [--watch-pid PID] [--ephemeral] [--keep-data] [--sasl] [-n LINES]" ;;
 esac

@@ -6,8 +6,9 @@ set -euo pipefail
 need=()
 # chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs);
 # python3-venv: the deployment checks' pinned tools (scripts/deploy-check.sh);
+# libssl-dev: librdkafka's TLS and SASL/SCRAM (the rdkafka "ssl" feature);
 # kcat: watching topics, and scripts/kafka.sh's readiness check (a metadata request).
-for pkg in build-essential pkg-config zlib1g-dev chromium chromium-driver python3 python3-venv kcat; do
+for pkg in build-essential pkg-config zlib1g-dev libssl-dev chromium chromium-driver python3 python3-venv kcat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Java 17+ and Maven: the real Apache Kafka broker of scripts/kafka.sh (fetched from Maven

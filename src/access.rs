@@ -13,7 +13,9 @@
 //! - state outputs (the book): Write only;
 //! - changelog (snapshots): Read and Write;
 //! - consumer group: Read (join, commit through the transaction), Describe (lag);
-//! - transactional ids `<group>-…` (pod name or `<group>-<host>-<pid>-<n>`): Write, Describe.
+//! - transactional ids `<group>-…` (pod name or `<group>-<host>-<pid>-<n>`): Write, Describe;
+//! - the readers' group [`READER_GROUP`] (assignment only: librdkafka looks up its coordinator):
+//!   Describe, for every job.
 //!
 //! Idempotent producers need no cluster permission from Kafka 2.8 on (KIP-679): Write on a topic
 //! is enough. No job creates topics (the KafkaTopic resources do), so none has Create.
@@ -21,7 +23,7 @@
 use crate::analytics::{profit::ProfitJob, sma::SmaJob, AnalyticsArgs};
 use crate::matchmaker::{MatchMaker, Options as MatchOptions};
 use crate::runtime::job::Job;
-use crate::runtime::kafka::KafkaArgs;
+use crate::runtime::kafka::{KafkaArgs, READER_GROUP};
 use crate::runtime::processor::{LoopArgs, Options};
 use crate::topics::LOAD_TEST_PREFIX;
 use kappa_engine::Instruments;
@@ -90,6 +92,16 @@ impl Access {
         self.acls.entry(r).or_default().extend(ops);
     }
 
+    /// Readers' coordinator lookup ([`KafkaArgs::reader`]): Describe on their group only.
+    fn reader(&mut self, kafka: &KafkaArgs) {
+        self.allow(
+            Kind::Group,
+            &kafka.group_id(READER_GROUP),
+            false,
+            &[Op::Describe],
+        );
+    }
+
     fn read_topic(&mut self, name: &str) {
         self.allow(Kind::Topic, name, false, &[Op::Read, Op::Describe]);
     }
@@ -107,6 +119,7 @@ impl Access {
         opts: &Options,
         group_prefix: bool,
     ) {
+        self.reader(kafka);
         self.read_topic(&job.input());
         for t in job.outputs() {
             self.read_topic(&t);
@@ -252,6 +265,7 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
         "the market-view Deployment (internet-facing: reads the outputs by assignment, without a \
          group, and writes only orders)",
     );
+    a.reader(&kafka);
     for t in crate::serving::feed::inputs(&topics) {
         a.read_topic(t);
     }
@@ -259,6 +273,7 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
     out.push(a);
 
     let mut a = Access::new("kappa-order-generator", "the order generator (demo flow)");
+    a.reader(&kafka);
     a.write_topic(&topics.orders);
     out.push(a);
 
@@ -380,9 +395,20 @@ mod tests {
             mv.topics(Op::Read),
             set(&["book", "trades", "order-events", "analytics"])
         );
-        assert!(
-            mv.acls.keys().all(|r| r.kind == Kind::Topic),
-            "no group, no transactions"
+        let not_topics: Vec<(&Resource, &BTreeSet<Op>)> = mv
+            .acls
+            .iter()
+            .filter(|(r, _)| r.kind != Kind::Topic)
+            .collect();
+        let reader = Resource {
+            kind: Kind::Group,
+            name: READER_GROUP.into(),
+            prefix: false,
+        };
+        assert_eq!(
+            not_topics,
+            [(&reader, &[Op::Describe].into())],
+            "no group to join, no transactions"
         );
         let mm = user(&all, "kappa-match-maker");
         assert_eq!(
@@ -474,6 +500,11 @@ mod tests {
             [
                 &Resource {
                     kind: Kind::Group,
+                    name: READER_GROUP.into(),
+                    prefix: false
+                },
+                &Resource {
+                    kind: Kind::Group,
                     name: "match-maker".into(),
                     prefix: false
                 },
@@ -498,7 +529,7 @@ mod tests {
         let prefixes: BTreeSet<(Kind, &str)> = replay
             .acls
             .keys()
-            .filter(|r| r.kind != Kind::Topic)
+            .filter(|r| r.kind != Kind::Topic && r.name != READER_GROUP)
             .map(|r| {
                 assert!(r.prefix, "{r:?}");
                 (r.kind, r.name.as_str())

@@ -174,12 +174,12 @@ fn kafka_topics_command_creates_checks_and_deletes() {
         text
     };
     let created = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
-    assert_eq!(created.matches("created ").count(), 17, "{created}");
+    assert_eq!(created.matches("created ").count(), 23, "{created}");
     assert!(created.contains(&format!("created {}replay.analytics", k.topic_prefix)));
     let again = kappa(&["topics", "create", "--layout", "embedded", "--side-outputs"]);
-    assert_eq!(again.matches("exists  ").count(), 17, "{again}");
+    assert_eq!(again.matches("exists  ").count(), 23, "{again}");
     let deleted = kappa(&["topics", "delete"]);
-    assert_eq!(deleted.matches("deleted ").count(), 17, "{deleted}");
+    assert_eq!(deleted.matches("deleted ").count(), 23, "{deleted}");
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The `group.id` of readers ([`KafkaArgs::reader`]): never joined, never committed to.
+pub const READER_GROUP: &str = "kappa-reader";
+
 impl KafkaArgs {
     /// Settings for `brokers` with no extras.
     pub fn new(brokers: impl Into<String>) -> Self {
@@ -157,9 +160,12 @@ impl KafkaArgs {
     }
 
     /// A consumer for reading partitions by explicit assignment (no group membership used).
+    /// librdkafka's `assign` needs a `group.id`, and with one it looks up the group's
+    /// coordinator — Describe on the group in a cluster with ACLs (tests/acl.rs found it) — but
+    /// never joins it or commits to it: every job may Describe [`READER_GROUP`], nothing more.
     pub fn reader(&self) -> ClientConfig {
         let mut c = self.base();
-        c.set("group.id", "kappa-reader")
+        c.set("group.id", self.group_id(READER_GROUP))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")

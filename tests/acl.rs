@@ -1,0 +1,327 @@
+//! Least privilege, enforced by a real broker: Apache Kafka with SASL/SCRAM and the standard
+//! authorizer (`scripts/kafka.sh start --sasl`, nothing allowed without an ACL), the users and
+//! ACLs of `k8s/users.yaml` (from `kappa_exchange::access`, applied as Strimzi's User Operator
+//! would), and every job of the deployment run under its own identity: each does its whole work
+//! (so its ACLs are enough), and what it must not do is refused by the broker (so they are not
+//! more than it needs).
+
+mod support;
+
+use kappa_exchange::access::{identities, Kind};
+use kappa_exchange::config::load_instruments;
+use kappa_exchange::runtime::broker::ensure_topics;
+use kappa_exchange::runtime::kafka::{create_reader, read_topic, KafkaArgs};
+use kappa_exchange::topics::TopicLayout;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{free_port, Killed};
+
+const ADMIN: (&str, &str) = ("admin", "admin-secret");
+
+fn password(user: &str) -> String {
+    format!("pw-{user}")
+}
+
+/// A SASL/SCRAM broker with the authorizer on, for this test only.
+struct SecureKafka {
+    bootstrap: String,
+    dir: PathBuf,
+}
+
+impl Drop for SecureKafka {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn secure_kafka() -> SecureKafka {
+    let dir = std::env::temp_dir().join(format!("kx-acl-kafka-{}", std::process::id()));
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .args(["start", "--sasl", "--ephemeral", "--heap", "512m"])
+        .args(["--port", &free_port().to_string(), "--dir"])
+        .arg(&dir)
+        .args(["--watch-pid", &std::process::id().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/kafka.sh");
+    assert!(out.status.success(), "the SASL broker did not start");
+    SecureKafka {
+        bootstrap: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        dir,
+    }
+}
+
+/// Client settings of `user` on `broker`.
+fn as_user(broker: &SecureKafka, user: &str, pass: &str) -> KafkaArgs {
+    let mut k = KafkaArgs::new(broker.bootstrap.clone());
+    k.config = vec![
+        ("security.protocol".into(), "SASL_PLAINTEXT".into()),
+        ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+    ];
+    k.sasl_username = Some(user.to_string());
+    k.sasl_password = Some(pass.to_string());
+    k
+}
+
+/// A job binary run as `user`, with `env` added.
+fn job(broker: &SecureKafka, bin: &str, user: &str, env: &[(&str, &str)], args: &[&str]) -> Child {
+    let mut c = Command::new(bin);
+    c.args(["--brokers", &broker.bootstrap])
+        .args([
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-512",
+        ])
+        .args(args)
+        .env("KAFKA_SASL_USERNAME", user)
+        .env("KAFKA_SASL_PASSWORD", password(user))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"))
+}
+
+/// Waits for a batch job to finish successfully.
+fn finish(mut child: Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "{what} failed ({status}): its ACLs are not enough"
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn records(admin: &KafkaArgs, topic: &str) -> usize {
+    let reader = create_reader(&admin.reader()).unwrap();
+    let mut n = 0;
+    read_topic(&reader, topic, |_| n += 1).unwrap();
+    n
+}
+
+/// Producing to `topic` as `user`: Ok, or the broker's error.
+fn produce(broker: &SecureKafka, user: &str, topic: &str) -> Result<(), String> {
+    let producer: FutureProducer = as_user(broker, user, &password(user))
+        .producer()
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let record = FutureRecord::to(topic).key("TCS").payload("{}");
+    support::block_on(producer.send(record, Duration::from_secs(10)))
+        .map(|_| ())
+        .map_err(|(e, _)| e.to_string())
+}
+
+#[test]
+fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
+    let instruments = load_instruments(None).unwrap();
+    let broker = secure_kafka();
+    let admin = as_user(&broker, ADMIN.0, ADMIN.1);
+    let layout = TopicLayout::default();
+    let plan: Vec<_> = layout
+        .plan("")
+        .into_iter()
+        .chain(layout.side_outputs(""))
+        .collect();
+    ensure_topics(&admin, &plan).unwrap();
+
+    // The users and ACLs of k8s/users.yaml.
+    let users: Vec<Value> = identities(&instruments)
+        .iter()
+        .map(|a| {
+            let acls: Vec<Value> = a
+                .acls
+                .iter()
+                .map(|(r, ops)| {
+                    let kind = match r.kind {
+                        Kind::Topic => "topic",
+                        Kind::Group => "group",
+                        Kind::TransactionalId => "transactionalId",
+                    };
+                    let ops: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
+                    json!({"type": kind, "name": r.name, "prefix": r.prefix, "operations": ops})
+                })
+                .collect();
+            json!({"name": a.user, "password": password(&a.user), "acls": acls})
+        })
+        .collect();
+    let spec = json!({"bootstrap": broker.bootstrap, "admin": [ADMIN.0, ADMIN.1], "users": users});
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
+    let mut apply = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/acl/apply_acls.py"
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh creates it)", python.display()));
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success(), "applying the ACLs failed");
+
+    // The pipeline, each job as its own user.
+    let generator = env!("CARGO_BIN_EXE_order-generator");
+    let flow = ["--count", "3000", "--rate", "0", "--seed", "7"];
+    finish(
+        job(&broker, generator, "kappa-order-generator", &[], &flow),
+        "order-generator",
+    );
+    assert_eq!(records(&admin, "orders"), 3000);
+    let mm = job(
+        &broker,
+        env!("CARGO_BIN_EXE_match-maker"),
+        "kappa-match-maker",
+        &[],
+        &["--idle-exit-ms", "3000"],
+    );
+    finish(mm, "match-maker");
+    let trades = records(&admin, "trades");
+    assert!(trades > 0 && records(&admin, "book") > 0);
+    for (bin, user) in [
+        (env!("CARGO_BIN_EXE_sma-calculator"), "kappa-sma-calculator"),
+        (
+            env!("CARGO_BIN_EXE_profit-calculator"),
+            "kappa-profit-calculator",
+        ),
+    ] {
+        finish(job(&broker, bin, user, &[], &["--until-end"]), user);
+    }
+    let analytics = records(&admin, "analytics");
+    assert!(analytics > 0);
+
+    // market-view: serves the topics and publishes an order.
+    let dir = std::env::temp_dir().join(format!("kx-acl-mv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys");
+    let (key, _) = kappa_exchange::serving::auth::add_key(Some(&keys), "ACL01", None).unwrap();
+    let (port, ops) = (free_port(), free_port());
+    let mv = job(
+        &broker,
+        env!("CARGO_BIN_EXE_market-view"),
+        "kappa-market-view",
+        &[],
+        &[
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--ops-bind",
+            &format!("127.0.0.1:{ops}"),
+            "--api-keys",
+            keys.to_str().unwrap(),
+        ],
+    );
+    let _mv = Killed(vec![mv]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stats: Value = loop {
+        if let Ok(r) = ureq::get(&format!("http://127.0.0.1:{ops}/stats")).call() {
+            let v: Value = r.into_json().unwrap();
+            if v["ready"] == true {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "market-view never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        stats["feed"]["trades"].as_u64(),
+        Some(trades as u64),
+        "{stats}"
+    );
+    let placed = ureq::post(&format!("http://127.0.0.1:{port}/orders"))
+        .set("authorization", &format!("Bearer {key}"))
+        .set("content-type", "application/json")
+        .send_string(r#"{"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":"2.00"}"#);
+    assert_eq!(placed.map(|r| r.status()).ok(), Some(202));
+    assert_eq!(records(&admin, "orders"), 3001);
+
+    // The DAGs: the analytics replay and the load test, each in its own namespace.
+    for (bin, group) in [
+        (env!("CARGO_BIN_EXE_sma-calculator"), "replay-bars-run1"),
+        (env!("CARGO_BIN_EXE_profit-calculator"), "replay-pnl-run1"),
+    ] {
+        let args = [
+            "--from-beginning",
+            "--until-end",
+            "--output-prefix",
+            "replay.",
+            "--group",
+            group,
+        ];
+        finish(job(&broker, bin, "kappa-replay", &[], &args), group);
+    }
+    assert_eq!(records(&admin, "replay.analytics"), analytics);
+    let load = [("KAFKA_TOPIC_PREFIX", "loadtest.")];
+    finish(
+        job(&broker, generator, "kappa-load-test", &load, &flow),
+        "load-test generator",
+    );
+    let mm = job(
+        &broker,
+        env!("CARGO_BIN_EXE_match-maker"),
+        "kappa-load-test",
+        &load,
+        &["--idle-exit-ms", "3000"],
+    );
+    finish(mm, "load-test match-maker");
+    assert_eq!(
+        records(&admin, "loadtest.trades"),
+        trades,
+        "the same flow, the same trades"
+    );
+    assert_eq!(
+        records(&admin, "orders"),
+        3001,
+        "the load test never wrote production orders"
+    );
+
+    // Nothing more: the broker refuses what a job has no business doing.
+    for (user, topic) in [
+        ("kappa-market-view", "trades"),
+        ("kappa-market-view", "analytics"),
+        ("kappa-order-generator", "trades"),
+        ("kappa-sma-calculator", "trades"),
+        ("kappa-sma-calculator", "orders"),
+        ("kappa-replay", "analytics"),
+        ("kappa-load-test", "orders"),
+        ("kappa-match-maker", "analytics"),
+    ] {
+        let e = produce(&broker, user, topic).expect_err(&format!("{user} wrote {topic}"));
+        assert!(e.contains("uthoriz"), "{user} → {topic}: {e}");
+    }
+    assert_eq!(produce(&broker, "kappa-market-view", "orders"), Ok(()));
+    // Reading: market-view cannot read orders (its own writes) or another job's state.
+    let reader = create_reader(
+        &as_user(&broker, "kappa-market-view", &password("kappa-market-view")).reader(),
+    )
+    .unwrap();
+    let denied = read_topic(&reader, "match-maker-snapshots", |_| {});
+    assert!(
+        denied.is_err(),
+        "market-view read the match maker's snapshots"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
