@@ -164,3 +164,45 @@ fn market_view_pnl_fits_its_budget_and_keeps_at_most_its_traders() {
         .pnl(&format!("TRADER-{:06}", 4 * traders - 1))
         .is_some());
 }
+
+#[test]
+fn market_view_rate_limit_buckets_fit_their_budget_and_stay_at_their_cap() {
+    use kappa_exchange::serving::guard::MAX_BUCKETS;
+    use kappa_exchange::serving::limits::{Rate, RateLimiter, BYTES_PER_BUCKET};
+    use std::net::{IpAddr, Ipv6Addr};
+    use std::time::{Duration, Instant};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rate = Rate {
+        per_second: 1.0,
+        burst: 5.0,
+    };
+    let t0 = Instant::now();
+    // Addresses (a flood from distinct /64s) and traders (16-character names), 3× the cap each,
+    // each bucket in use (not refilled), so making room must drop live buckets.
+    let before = live();
+    let by_ip = RateLimiter::<IpAddr>::new(rate, MAX_BUCKETS);
+    let by_trader = RateLimiter::<String>::new(rate, MAX_BUCKETS);
+    for i in 0..3 * MAX_BUCKETS as u64 {
+        let now = t0 + Duration::from_micros(i);
+        let ip = IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            (i >> 16) as u16,
+            i as u16,
+            0,
+            0,
+            0,
+            1,
+        ));
+        let _ = by_ip.check(&ip, now);
+        let _ = by_trader.check(&format!("TRADER{i:010}"), now);
+        assert!(by_ip.len() <= MAX_BUCKETS && by_trader.len() <= MAX_BUCKETS);
+    }
+    let used = (live() - before) as usize;
+    let per_bucket = used / (2 * MAX_BUCKETS);
+    println!("{per_bucket} bytes per rate-limit bucket (requested sizes, both maps full)");
+    assert!(
+        per_bucket <= BYTES_PER_BUCKET,
+        "{per_bucket} B per bucket is above the documented {BYTES_PER_BUCKET} B"
+    );
+}

@@ -1,6 +1,6 @@
 //! Any body (and Idempotency-Key) sent to `POST /orders` and `/orders/{id}/cancel|amend`: order
 //! entry never panics, and what it accepts is a message the match maker parses back to the same
-//! order, valid for the engine, with an id in range.
+//! order, valid for the engine, with an id in range, for the authenticated trader and no other.
 #![no_main]
 
 use kappa_exchange::config::load_instruments;
@@ -22,15 +22,32 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], std::str::from_utf8(&rest[i + 1..]).ok()),
         None => (rest, None),
     };
+    const TRADER: &str = "FUZZ01";
     let prepared = match which % 3 {
-        0 => new_order(body, key, instruments, ids, 1_700_000_000_000),
-        k => change_order(1_000_001, k == 2, body, None, instruments, 1_700_000_000_000),
+        0 => new_order(body, TRADER, key, instruments, ids, 1_700_000_000_000),
+        k => change_order(
+            1_000_001,
+            k == 2,
+            body,
+            TRADER,
+            None,
+            instruments,
+            1_700_000_000_000,
+        ),
     };
     if let Ok(p) = prepared {
         let back = parse_order(&p.payload).expect("the published message parses");
         assert_eq!(back.command.order_id(), p.id);
-        assert!(back.command.normalize(instruments).is_ok(), "valid for the engine");
+        assert!(
+            back.command.normalize(instruments).is_ok(),
+            "valid for the engine"
+        );
         assert!(p.id < 1 << 53, "exact in JavaScript");
         assert_eq!(p.key, back.command.symbol().as_str());
+        assert_eq!(
+            back.command.trader().as_str(),
+            TRADER,
+            "the credential's trader only"
+        );
     }
 });

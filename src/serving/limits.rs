@@ -14,6 +14,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Measured heap bytes per bucket, at most (key, tokens, time and hash-table slack;
+/// tests/memory.rs): the budget in k8s/market-view.yaml is computed from it.
+pub const BYTES_PER_BUCKET: usize = 160;
+
 /// Rate and burst of one kind of bucket (`rate` 0: unlimited).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
