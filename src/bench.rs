@@ -319,7 +319,7 @@ pub fn synthetic_trades(
     n: usize,
     seed: u64,
     instruments: &Instruments,
-) -> Vec<crate::schema::TradeMessage> {
+) -> Vec<crate::wire::TradeMessage> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<_> = instruments.ids().collect();
@@ -343,7 +343,7 @@ pub fn synthetic_trades(
             }
             let buyer = rng.random_range(0..200u32);
             let seller = (buyer + rng.random_range(1..200)) % 200;
-            crate::schema::TradeMessage {
+            crate::wire::TradeMessage {
                 trade_id: k as u64 + 1,
                 instrument: instruments.symbol(ids[j]).to_string(),
                 price: instruments.ticks_to_price(ids[j], mids[j]),

@@ -13,11 +13,11 @@ use crate::runtime::broker::BrokerArgs;
 use crate::runtime::kafka::{create_reader, read_topic, KafkaArgs};
 use crate::runtime::metrics::Counters;
 use crate::runtime::shutdown::Shutdown;
-use crate::schema::{AnalyticsKind, BarMessage, SmaMessage, TotalsMessage};
-use crate::schema::{BookMessage, TradeMessage};
 use crate::serving::{self, ServeArgs};
 use crate::simulate::{render, InstrumentSummary, Summary};
 use crate::topics::{Partitioner, TopicLayout};
+use crate::wire::{decode_analytics, AnalyticsMessage, BarMessage, SmaMessage};
+use crate::wire::{BookMessage, TradeMessage};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
 use rdkafka::message::Message;
@@ -115,28 +115,19 @@ pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
     let mut totals = Leaderboard::default();
     read_topic(&reader, &kafka.topics().analytics, |m| {
         let Some(p) = m.payload() else { return };
-        match serde_json::from_slice::<AnalyticsKind>(p)
-            .map(|k| k.kind)
-            .as_deref()
-        {
-            Ok("bar") => {
-                if let Ok(b) = serde_json::from_slice::<BarMessage>(p) {
-                    if bars.get(&b.instrument).is_none_or(|o| o.end_ms <= b.end_ms) {
-                        bars.insert(b.instrument.clone(), b);
-                    }
+        match decode_analytics(p) {
+            Ok(AnalyticsMessage::Bar(b)) => {
+                if bars.get(&b.instrument).is_none_or(|o| o.end_ms <= b.end_ms) {
+                    bars.insert(b.instrument.clone(), b);
                 }
             }
-            Ok("sma") => {
-                if let Ok(x) = serde_json::from_slice::<SmaMessage>(p) {
-                    if smas.get(&x.instrument).is_none_or(|o| o.end_ms <= x.end_ms) {
-                        smas.insert(x.instrument.clone(), x);
-                    }
+            Ok(AnalyticsMessage::Sma(x)) => {
+                if smas.get(&x.instrument).is_none_or(|o| o.end_ms <= x.end_ms) {
+                    smas.insert(x.instrument.clone(), x);
                 }
             }
-            Ok("totals") => {
-                if let Ok(t) = serde_json::from_slice::<TotalsMessage>(p) {
-                    totals.apply(t);
-                }
+            Ok(AnalyticsMessage::Totals(t)) => {
+                totals.apply(t);
             }
             _ => {}
         }
@@ -164,7 +155,7 @@ pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
                 .and_then(|s| s.sma.iter().find(|v| v.n == n).and_then(|v| v.value))
                 .map_or("-".to_string(), |v| v.to_string())
         };
-        let end = crate::schema::format_timestamp(b.end_ms);
+        let end = crate::wire::format_timestamp(b.end_ms);
         let _ = writeln!(
             out,
             "{sym:<10} {end:>24} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12} {:>12}",
@@ -182,7 +173,7 @@ pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "top traders by P&L at {} (realized + unrealized at last price):",
-            crate::schema::format_timestamp(l.end_ms)
+            crate::wire::format_timestamp(l.end_ms)
         );
         for e in l.top.iter().take(5) {
             let _ = writeln!(out, "  {:>2}. {:<8} {:>14}", e.rank, e.trader, e.total);

@@ -10,8 +10,8 @@
 
 use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
-use crate::schema::{parse_order, OrderMessage};
 use crate::topics::Partitioner;
+use crate::wire::{parse_order, OrderMessage};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::workload::{Generator, Profile, WorkloadConfig};
 use kappa_engine::{AmendOrder, CancelOrder, Command, Instruments, NewOrder, Request};

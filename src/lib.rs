@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: shared configuration (the instrument table).
 //! - [`topics`]: topic names, keys, headers, the partitioner and the topic layout.
-//! - [`schema`]: JSON message schemas of every topic; parsing of incoming orders.
+//! - [`wire`]: the wire contract — every topic's messages, the order parser, decimals and the
+//!   money rounding rule, enum names.
 //! - [`runtime`]: the consume-process-produce runtime of every streaming job (the loop with
 //!   snapshots and transactions, Kafka configuration, brokers, ops endpoints, shutdown), and the
 //!   [`runtime::job::Job`] trait a job implements over plain records.
@@ -27,9 +28,9 @@ pub mod demo;
 pub mod generator;
 pub mod matchmaker;
 pub mod runtime;
-pub mod schema;
 pub mod serving;
 pub mod simulate;
 pub mod soak;
 pub mod telemetry;
 pub mod topics;
+pub mod wire;

@@ -15,8 +15,8 @@ use crate::runtime::metrics::Counters;
 use crate::runtime::processor::{self, LoopArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot;
-use crate::schema::{self, BookMessage, OrderEventMessage, TradeMessage};
 use crate::topics::{Partitioner, Topics};
+use crate::wire::{self, BookMessage, OrderEventMessage, TradeMessage};
 use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
 use std::time::Duration;
@@ -168,7 +168,7 @@ impl Job for MatchMaker<'_> {
         m: &Record<'_>,
         out: &mut Emitter<'_>,
     ) -> anyhow::Result<()> {
-        let parsed = match schema::parse_order(m.payload) {
+        let parsed = match wire::parse_order(m.payload) {
             Ok(p) => p,
             Err(e) => return out.reject(m, m.key, e.reason, e.detail),
         };

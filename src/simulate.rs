@@ -20,9 +20,9 @@ pub struct InstrumentSummary {
 }
 
 impl InstrumentSummary {
-    /// Volume-weighted average trade price.
+    /// Volume-weighted average trade price, by the money rounding rule ([`crate::wire::money`]).
     pub fn vwap(&self) -> Option<Decimal> {
-        (!self.volume.is_zero()).then(|| (self.notional / self.volume).round_dp(4))
+        (!self.volume.is_zero()).then(|| crate::wire::money(self.notional / self.volume))
     }
 }
 

@@ -5,11 +5,11 @@
 //!
 //! | topic | key | value | written by |
 //! |---|---|---|---|
-//! | `orders` | instrument | [`crate::schema::OrderMessage`] (JSON) | order generator, API |
-//! | `trades` | instrument | [`crate::schema::TradeMessage`] | match maker |
-//! | `order-events` | trader | [`crate::schema::OrderEventMessage`] | match maker |
-//! | `book` | instrument | [`crate::schema::BookMessage`] (top-5, conflated) | match maker |
-//! | `rejects` | instrument (if known) | [`crate::schema::RejectMessage`] | every job |
+//! | `orders` | instrument | [`crate::wire::OrderMessage`] (JSON) | order generator, API |
+//! | `trades` | instrument | [`crate::wire::TradeMessage`] | match maker |
+//! | `order-events` | trader | [`crate::wire::OrderEventMessage`] | match maker |
+//! | `book` | instrument | [`crate::wire::BookMessage`] (top-5, conflated) | match maker |
+//! | `rejects` | instrument (if known) | [`crate::wire::RejectMessage`] | every job |
 //! | `analytics` | instrument / trader | bars, SMAs, P&L, leaderboards | SMA and profit calculators |
 
 use kappa_engine::Instruments;

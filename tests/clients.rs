@@ -6,8 +6,8 @@
 mod support;
 
 use kappa_exchange::runtime::kafka::read_topic;
-use kappa_exchange::schema::{RejectMessage, TradeMessage};
 use kappa_exchange::topics::TopicLayout;
+use kappa_exchange::wire::{RejectMessage, TradeMessage};
 use rdkafka::message::Message;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

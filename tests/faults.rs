@@ -17,8 +17,8 @@ use kappa_exchange::runtime::kafka::{
     create_reader, partition_count, read_range, read_topic, watermarks, KafkaArgs, Provenance,
 };
 use kappa_exchange::runtime::shutdown::Shutdown;
-use kappa_exchange::schema::{parse_order, BookMessage, TradeMessage};
 use kappa_exchange::topics::{Partitioner, TopicLayout};
+use kappa_exchange::wire::{parse_order, BookMessage, TradeMessage};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;

@@ -7,8 +7,8 @@
 mod support;
 
 use kappa_exchange::runtime::kafka::read_topic;
-use kappa_exchange::schema::{RejectMessage, REJECT_PAYLOAD_MAX};
 use kappa_exchange::topics::TopicLayout;
+use kappa_exchange::wire::{RejectMessage, REJECT_PAYLOAD_MAX};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;

@@ -3,8 +3,8 @@
 //! structures must stay at their bound however much is fed.
 
 use kappa_exchange::config::load_instruments;
-use kappa_exchange::schema::{OrderEventMessage, PnlMessage};
 use kappa_exchange::serving::state::{Limits, MarketState};
+use kappa_exchange::wire::{OrderEventMessage, PnlMessage};
 use rust_decimal::Decimal;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};

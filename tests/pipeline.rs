@@ -5,10 +5,10 @@
 mod support;
 
 use kappa_exchange::runtime::kafka::{create_reader, read_topic, Provenance, Reader};
-use kappa_exchange::schema::{
+use kappa_exchange::topics::TopicLayout;
+use kappa_exchange::wire::{
     parse_order, OrderEventMessage, RejectMessage, TradeMessage, REJECT_PAYLOAD_MAX,
 };
-use kappa_exchange::topics::TopicLayout;
 use kappa_exchange::{config, engine::Engine, engine::EventBody};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;

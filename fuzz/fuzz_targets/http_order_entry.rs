@@ -4,7 +4,7 @@
 #![no_main]
 
 use kappa_exchange::config::load_instruments;
-use kappa_exchange::schema::parse_order;
+use kappa_exchange::wire::parse_order;
 use kappa_exchange::serving::orders::{change_order, new_order, IdAllocator};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

@@ -6,7 +6,7 @@
 //!
 //! Bounded: one totals message per partition.
 
-use crate::schema::{LeaderEntry, LeaderboardMessage, TotalsMessage};
+use crate::wire::{LeaderEntry, LeaderboardMessage, TotalsMessage};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -53,7 +53,7 @@ impl Leaderboard {
             .map(|(k, (trader, total))| LeaderEntry {
                 rank: k + 1,
                 trader: trader.to_string(),
-                total: total.round_dp(6),
+                total: crate::wire::money(total),
             })
             .collect();
         Some(LeaderboardMessage {
@@ -67,7 +67,7 @@ impl Leaderboard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::TraderTotal;
+    use crate::wire::TraderTotal;
 
     fn totals(partition: i32, end_ms: i64, traders: &[(&str, i64)]) -> TotalsMessage {
         TotalsMessage {

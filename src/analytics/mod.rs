@@ -10,8 +10,8 @@ pub mod sma;
 use crate::runtime::job::{Emitter, Record};
 use crate::runtime::kafka::KafkaArgs;
 use crate::runtime::processor::{LoopArgs, Options};
-use crate::schema::{InputError, TradeMessage};
 use crate::topics::Topics;
+use crate::wire::{InputError, TradeMessage};
 use kappa_analytics::Clock;
 use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
@@ -334,12 +334,10 @@ impl TradeDecoder {
             .ticks_to_price(InstrumentId(i as u16), ticks)
     }
 
-    /// Decimal price of a (possibly fractional) number of ticks, rounded to 6 places, without
-    /// trailing zeros.
+    /// Decimal price of a (possibly fractional) number of ticks, by the money rounding rule
+    /// ([`crate::wire::money`]).
     pub fn price_of(&self, i: u32, ticks: Decimal) -> Decimal {
-        (ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size)
-            .round_dp(6)
-            .normalize()
+        crate::wire::money(ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size)
     }
 
     /// Quantity of `lots` of instrument `i`.

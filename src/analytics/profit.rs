@@ -26,8 +26,8 @@ use crate::runtime::metrics::Counters;
 use crate::runtime::processor;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot;
-use crate::schema::{PnlMessage, TotalsMessage, TraderTotal};
 use crate::topics::Topics;
+use crate::wire::{PnlMessage, TotalsMessage, TraderTotal};
 use kappa_analytics::parquet::{window_file, write_table, Values};
 use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, TradeRow, WindowTotals};
 use kappa_engine::Instruments;
@@ -62,7 +62,7 @@ pub struct ProfitJob {
 }
 
 fn round(d: Decimal) -> Decimal {
-    d.round_dp(6)
+    crate::wire::money(d)
 }
 
 impl ProfitJob {

@@ -12,8 +12,8 @@
 //! depth) are outside the sequence space, and republished whole after a recovery.
 
 use super::metrics::Counters;
-use crate::schema::{RejectMessage, SourceRef};
 use crate::topics::Partitioner;
+use crate::wire::{RejectMessage, SourceRef};
 use serde::Serialize;
 use std::collections::HashMap;
 

@@ -6,11 +6,11 @@
 use super::state::MarketState;
 use crate::runtime::kafka::{create_reader, partition_count, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
-use crate::schema::{
-    AnalyticsKind, BarMessage, BookMessage, OrderEventMessage, PnlMessage, SmaMessage,
-    TotalsMessage, TradeMessage,
-};
 use crate::topics::Topics;
+use crate::wire::{
+    decode_analytics, AnalyticsMessage, BarMessage, BookMessage, OrderEventMessage, PnlMessage,
+    SmaMessage, TotalsMessage, TradeMessage,
+};
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
@@ -44,14 +44,12 @@ pub fn decode(topics: &Topics, topic: &str, payload: &[u8]) -> Result<Update, St
     } else if topic == topics.order_events {
         json(payload).map(Update::OrderEvent)
     } else if topic == topics.analytics {
-        let kind = json::<AnalyticsKind>(payload).map_err(|e| format!("no analytics kind: {e}"))?;
-        match kind.kind.as_str() {
-            "bar" => json(payload).map(Update::Bar),
-            "sma" => json(payload).map(Update::Sma),
-            "pnl" => json(payload).map(Update::Pnl),
-            "totals" => json(payload).map(Update::Totals),
-            other => Err(format!("unknown analytics kind {other:?}")),
-        }
+        decode_analytics(payload).map(|m| match m {
+            AnalyticsMessage::Bar(m) => Update::Bar(m),
+            AnalyticsMessage::Sma(m) => Update::Sma(m),
+            AnalyticsMessage::Pnl(m) => Update::Pnl(m),
+            AnalyticsMessage::Totals(m) => Update::Totals(m),
+        })
     } else {
         Err(format!("not a topic this server reads: {topic}"))
     }

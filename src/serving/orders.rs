@@ -7,7 +7,7 @@
 //!
 //! Pure: no Kafka, no clock (the caller passes the time), so it is tested directly.
 
-use crate::schema::{parse_order, OrderEventMessage, OrderMessage};
+use crate::wire::{parse_order, OrderEventMessage, OrderMessage};
 use kappa_engine::Instruments;
 use rand::Rng as _;
 use serde_json::value::RawValue;

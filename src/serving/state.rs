@@ -8,7 +8,7 @@
 //! conflated update per tick replaces a firehose of per-message pushes.
 
 use crate::analytics::leaderboard::{Leaderboard, LEADERBOARD_SIZE};
-use crate::schema::{
+use crate::wire::{
     json_decimal, BarMessage, BookMessage, LeaderboardMessage, LevelMessage, OrderEventMessage,
     PnlMessage, SmaMessage, SmaValue, TotalsMessage, TradeMessage,
 };
@@ -817,7 +817,7 @@ mod tests {
             kind: "totals".into(),
             end_ms: end,
             partition,
-            traders: vec![crate::schema::TraderTotal {
+            traders: vec![crate::wire::TraderTotal {
                 trader: trader.into(),
                 total: d(total),
             }],

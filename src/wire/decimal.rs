@@ -1,0 +1,108 @@
+//! Decimals on the wire and the money rounding rule.
+//!
+//! Prices and quantities travel as JSON numbers whose text is the exact decimal (`15.05`, never
+//! `15.050000000000001`): they are written from `rust_decimal` and read back from the raw number
+//! text, never through `f64`. Reading also accepts them as strings (`"15.05"`).
+//!
+//! **Money rounding rule** (one, named, used by every job and report): money that is not an exact
+//! tick × lot product — P&L, average prices, VWAP, moving averages — is published rounded to
+//! [`MONEY_DP`] decimal places, half to even ([`money`]), without trailing zeros.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serializer};
+use serde_json::value::RawValue;
+use std::str::FromStr;
+
+/// Decimal places of published money that is not an exact price (P&L, averages, VWAP).
+pub const MONEY_DP: u32 = 6;
+
+/// The money rounding rule: [`MONEY_DP`] places, half to even (banker's rounding, unbiased over
+/// many values), trailing zeros dropped (`1.500000` → `1.5`).
+pub fn money(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(MONEY_DP, RoundingStrategy::MidpointNearestEven)
+        .normalize()
+}
+
+/// Parses the exact decimal text of a JSON number (or numeric string).
+pub fn decimal_from_json(raw: &str) -> Option<Decimal> {
+    let text = raw.trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if text.is_empty() || text == "null" {
+        return None;
+    }
+    Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .ok()
+}
+
+/// Serde helpers writing a `Decimal` as a JSON number with its exact text, and reading it back
+/// from a number or a string.
+pub mod json_decimal {
+    use super::*;
+
+    /// serde_json's marker for "write this text verbatim as a JSON value" (what `RawValue`
+    /// serializes through); lets a decimal be written from a stack buffer without allocating.
+    const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+    struct StackBuf {
+        buf: [u8; 64],
+        len: usize,
+    }
+
+    impl std::fmt::Write for StackBuf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let end = self.len + s.len();
+            self.buf
+                .get_mut(self.len..end)
+                .ok_or(std::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write;
+        let mut b = StackBuf {
+            buf: [0; 64],
+            len: 0,
+        };
+        write!(b, "{d}").map_err(serde::ser::Error::custom)?;
+        let text = std::str::from_utf8(&b.buf[..b.len]).map_err(serde::ser::Error::custom)?;
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        st.serialize_field(RAW_VALUE_TOKEN, text)?;
+        st.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        decimal_from_json(raw.get())
+            .ok_or_else(|| serde::de::Error::custom(format!("not a decimal: {}", raw.get())))
+    }
+
+    /// The same for `Option<Decimal>` (absent or `null` = `None`).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+            let raw: Option<Box<RawValue>> = Deserialize::deserialize(d)?;
+            match raw {
+                None => Ok(None),
+                Some(raw) => decimal_from_json(raw.get()).map(Some).ok_or_else(|| {
+                    serde::de::Error::custom(format!("not a decimal: {}", raw.get()))
+                }),
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The match maker's outputs: `trades`, `order-events`, `book`.
+
+use super::decimal::json_decimal;
+use super::names::{order_type_name, side_name, status_name, tif_name};
+use kappa_engine::{
+    DepthSide, InstrumentId, Instruments, OrderStatus, OrderUpdate, Trade, TraderId,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Globally unique trade id: the match-maker partition in the high digits, the engine's trade
+/// number below (`3_000_000_000_123` = trade 123 of partition 3).
+pub fn global_trade_id(partition: i32, trade_id: u64) -> u64 {
+    partition as u64 * 1_000_000_000_000 + trade_id
+}
+
+/// One execution, on `trades`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TradeMessage {
+    pub trade_id: u64,
+    pub instrument: String,
+    #[serde(with = "json_decimal")]
+    pub price: Decimal,
+    #[serde(with = "json_decimal")]
+    pub quantity: Decimal,
+    pub buyer: String,
+    pub seller: String,
+    pub buy_order_id: u64,
+    pub sell_order_id: u64,
+    /// `BUY` or `SELL`: the side of the incoming (taker) order.
+    pub aggressor: String,
+    /// Event time of the order that caused the trade (ms since epoch).
+    pub ts_ms: i64,
+}
+
+impl TradeMessage {
+    pub fn new(t: &Trade, instruments: &Instruments, partition: i32, ts_ms: i64) -> Self {
+        let (buy_order_id, buyer) = t.buyer();
+        let (sell_order_id, seller) = t.seller();
+        TradeMessage {
+            trade_id: global_trade_id(partition, t.trade_id),
+            instrument: instruments.symbol(t.instrument).to_string(),
+            price: instruments.ticks_to_price(t.instrument, t.price),
+            quantity: instruments.lots_to_qty(t.instrument, t.quantity),
+            buyer: buyer.to_string(),
+            seller: seller.to_string(),
+            buy_order_id,
+            sell_order_id,
+            aggressor: side_name(t.aggressor).to_string(),
+            ts_ms,
+        }
+    }
+}
+
+/// A change in one order's life, on `order-events` (key = trader).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderEventMessage {
+    pub order_id: u64,
+    pub trader: String,
+    pub instrument: String,
+    /// `ACCEPTED`, `REJECTED`, `NEW`, `PARTIALLY_FILLED`, `FILLED`, `AMENDED`, `CANCELLED`.
+    pub status: String,
+    /// Cancel or reject reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    pub price: Option<Decimal>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    pub quantity: Option<Decimal>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    pub filled: Option<Decimal>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    pub leaves: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_in_force: Option<String>,
+    pub ts_ms: i64,
+}
+
+impl OrderEventMessage {
+    pub fn from_update(u: &OrderUpdate, instruments: &Instruments, ts_ms: i64) -> Self {
+        let q = |lots| Some(instruments.lots_to_qty(u.instrument, lots));
+        OrderEventMessage {
+            order_id: u.order_id,
+            trader: u.trader.to_string(),
+            instrument: instruments.symbol(u.instrument).to_string(),
+            status: status_name(u.status).into(),
+            reason: match u.status {
+                OrderStatus::Cancelled(r) => Some(r.code().into()),
+                _ => None,
+            },
+            side: Some(side_name(u.side).into()),
+            price: u.price.map(|p| instruments.ticks_to_price(u.instrument, p)),
+            quantity: q(u.quantity),
+            filled: q(u.filled),
+            leaves: q(u.leaves),
+            order_type: None,
+            time_in_force: None,
+            ts_ms,
+        }
+    }
+
+    /// Adds the order's terms (type, time in force) from its acceptance: the first status event
+    /// of every order carries them.
+    pub fn with_terms(&mut self, a: &kappa_engine::Accepted) {
+        self.order_type = Some(order_type_name(a.order_type).into());
+        self.time_in_force = Some(tif_name(a.time_in_force).into());
+    }
+
+    pub fn accepted(a: &kappa_engine::Accepted, instruments: &Instruments, ts_ms: i64) -> Self {
+        OrderEventMessage {
+            order_id: a.order_id,
+            trader: a.trader.to_string(),
+            instrument: instruments.symbol(a.instrument).to_string(),
+            status: "ACCEPTED".into(),
+            reason: None,
+            side: Some(side_name(a.side).into()),
+            price: a.price.map(|p| instruments.ticks_to_price(a.instrument, p)),
+            quantity: Some(instruments.lots_to_qty(a.instrument, a.quantity)),
+            filled: None,
+            leaves: None,
+            order_type: Some(order_type_name(a.order_type).into()),
+            time_in_force: Some(tif_name(a.time_in_force).into()),
+            ts_ms,
+        }
+    }
+
+    pub fn rejected(
+        order_id: u64,
+        trader: TraderId,
+        instrument: &str,
+        reason: &str,
+        ts_ms: i64,
+    ) -> Self {
+        OrderEventMessage {
+            order_id,
+            trader: trader.to_string(),
+            instrument: instrument.to_string(),
+            status: "REJECTED".into(),
+            reason: Some(reason.to_string()),
+            side: None,
+            price: None,
+            quantity: None,
+            filled: None,
+            leaves: None,
+            order_type: None,
+            time_in_force: None,
+            ts_ms,
+        }
+    }
+}
+
+/// One aggregated price level on `book`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LevelMessage {
+    #[serde(with = "json_decimal")]
+    pub price: Decimal,
+    #[serde(with = "json_decimal")]
+    pub quantity: Decimal,
+    pub orders: u32,
+}
+
+/// Top-N depth of one instrument, on `book` (conflated: the latest state wins; compare
+/// `(partition, as_of_offset)` to discard stale copies).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BookMessage {
+    pub instrument: String,
+    pub bids: Vec<LevelMessage>,
+    pub asks: Vec<LevelMessage>,
+    /// `orders` partition and offset of the last order reflected.
+    pub partition: i32,
+    pub as_of_offset: i64,
+    pub ts_ms: i64,
+}
+
+impl BookMessage {
+    pub fn new(
+        instrument: InstrumentId,
+        bids: &DepthSide,
+        asks: &DepthSide,
+        instruments: &Instruments,
+        partition: i32,
+        offset: i64,
+        ts_ms: i64,
+    ) -> Self {
+        let levels = |side: &DepthSide| {
+            side.levels()
+                .iter()
+                .map(|l| LevelMessage {
+                    price: instruments.ticks_to_price(instrument, l.price),
+                    quantity: instruments.lots_to_qty(instrument, l.quantity),
+                    orders: l.orders,
+                })
+                .collect()
+        };
+        BookMessage {
+            instrument: instruments.symbol(instrument).to_string(),
+            bids: levels(bids),
+            asks: levels(asks),
+            partition,
+            as_of_offset: offset,
+            ts_ms,
+        }
+    }
+}

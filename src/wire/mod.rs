@@ -1,0 +1,233 @@
+//! The wire contract: every message on every topic (JSON, serde), in one place — one module per
+//! topic family, the decimal encoding and the money rounding rule ([`decimal`]), one table of
+//! enum names ([`names`]). Jobs, the serving layer, the demo and the reports read and write
+//! messages only through these types.
+//!
+//! - [`orders`]: `orders` (the seed format and its extensions) and its parser;
+//! - [`matching`]: `trades`, `order-events`, `book`;
+//! - [`rejects`]: `rejects`;
+//! - [`analytics`]: `analytics` (bars, SMAs, P&L, totals, the leaderboard) and its decoder.
+
+pub mod analytics;
+pub mod decimal;
+pub mod matching;
+pub mod names;
+pub mod orders;
+pub mod rejects;
+
+pub use analytics::*;
+pub use decimal::*;
+pub use matching::*;
+pub use names::*;
+pub use orders::*;
+pub use rejects::*;
+
+#[cfg(test)]
+mod tests {
+    use super::orders::parse_seed_timestamp;
+    use super::*;
+    use chrono::NaiveDateTime;
+    use kappa_engine::{Command, FixedStr, OrderType, Side, TimeInForce};
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn rejects_are_bounded_whatever_the_input() {
+        let source = || SourceRef {
+            topic: "orders".into(),
+            partition: 0,
+            offset: 7,
+        };
+        // A 350 KB message of 0xFF bytes: each becomes U+FFFD (3 bytes) in lossy UTF-8.
+        let hostile = vec![0xFFu8; 350_000];
+        let r = RejectMessage::new(
+            "malformed_json",
+            &"x".repeat(10_000),
+            &hostile,
+            source(),
+            "mm",
+        );
+        assert!(r.payload.len() <= REJECT_PAYLOAD_MAX && r.payload.starts_with('\u{FFFD}'));
+        assert!(r.payload_truncated && r.payload_bytes == 350_000);
+        assert_eq!(r.detail.len(), REJECT_DETAIL_MAX);
+        assert!(serde_json::to_vec(&r).unwrap().len() < 8 * 1024);
+        // SHA-256 of the whole input (sha256sum of 350 000 0xFF bytes).
+        assert_eq!(
+            r.payload_sha256,
+            "59f8315fd1c7fede17f83d8f0eadd582143b2edfad4352b5b0411d7e195a3e00"
+        );
+        let small = RejectMessage::new("malformed_json", "d", b"{not json", source(), "mm");
+        assert_eq!(small.payload, "{not json");
+        assert!(!small.payload_truncated && small.payload_bytes == 9);
+        assert_eq!(
+            small.payload_sha256,
+            "92072df399cb74703f8e86f450d552bc0bb01eeeb98a90985a1b7772c8fd0016"
+        );
+        // A multi-byte character straddling the limit is left out whole.
+        let mut text = "a".repeat(REJECT_PAYLOAD_MAX - 1).into_bytes();
+        text.extend("é".as_bytes());
+        let r = RejectMessage::new("x", "d", &text, source(), "mm");
+        assert_eq!(r.payload.len(), REJECT_PAYLOAD_MAX - 1);
+        assert!(r.payload_truncated);
+    }
+
+    const SEED: &str = r#"{"id":1000001,"instrument":"TCS","trxn_type":"BUY","quantity":5.0,"price":15.0,"order_timestamp":"2023/03/12, 23:48:37"}"#;
+
+    #[test]
+    fn seed_format_is_accepted_as_is() {
+        let p = parse_order(SEED.as_bytes()).unwrap();
+        let Command::New(n) = p.command else {
+            panic!("expected a new order")
+        };
+        assert_eq!(n.order_id, 1_000_001);
+        assert_eq!(n.instrument.as_str(), "TCS");
+        assert_eq!(n.side, Side::Buy);
+        assert_eq!(n.quantity, Decimal::new(50, 1));
+        assert_eq!(n.price, Some(Decimal::new(150, 1)));
+        assert_eq!(
+            (n.order_type, n.time_in_force, n.post_only),
+            (OrderType::Limit, TimeInForce::Gtc, false)
+        );
+        assert_eq!(n.trader.as_str(), DEFAULT_TRADER);
+        assert_eq!(p.event_time_ms, Some(1_678_664_917_000));
+    }
+
+    #[test]
+    fn decimals_are_exact_never_floats() {
+        let msg = r#"{"id":1,"instrument":"TCS","trxn_type":"SELL","quantity":"3","price":0.1000000000000000055511151231257827}"#;
+        let Command::New(n) = parse_order(msg.as_bytes()).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            n.price.unwrap().to_string(),
+            "0.1000000000000000055511151231"
+        );
+        assert_eq!(n.quantity, Decimal::from(3));
+        let m = TradeMessage {
+            trade_id: 1,
+            instrument: "TCS".into(),
+            price: Decimal::new(1505, 2),
+            quantity: Decimal::new(30, 1),
+            buyer: "a".into(),
+            seller: "b".into(),
+            buy_order_id: 1,
+            sell_order_id: 2,
+            aggressor: "BUY".into(),
+            ts_ms: 0,
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""price":15.05,"quantity":3.0"#), "{json}");
+        assert_eq!(serde_json::from_str::<TradeMessage>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn extended_cancel_and_amend_forms() {
+        let p = parse_order(br#"{"id":7,"instrument":"TCS","trxn_type":"sell","quantity":1,"order_type":"MARKET","time_in_force":"FOK","trader":"T9"}"#).unwrap();
+        let Command::New(n) = p.command else { panic!() };
+        assert_eq!(
+            (n.side, n.order_type, n.time_in_force, n.price),
+            (Side::Sell, OrderType::Market, TimeInForce::Fok, None)
+        );
+        assert_eq!(p.event_time_ms, None);
+        let c =
+            parse_order(br#"{"action":"CANCEL","id":7,"instrument":"TCS","trader":"T9"}"#).unwrap();
+        assert!(
+            matches!(c.command, Command::Cancel(c) if c.order_id == 7 && c.trader.as_str() == "T9")
+        );
+        let a = parse_order(
+            br#"{"action":"amend","id":7,"instrument":"TCS","trader":"T9","price":"15.05"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(a.command, Command::Amend(a) if a.price == Some(Decimal::new(1505, 2)) && a.quantity.is_none())
+        );
+    }
+
+    #[test]
+    fn bad_input_gets_a_specific_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", "malformed_json"),
+            (b"", "malformed_json"),
+            (b"\xff\xfe", "malformed_json"),
+            (br#"{"id":"x","instrument":"TCS"}"#, "invalid_field"),
+            (br#"{"id":-1,"instrument":"TCS","trxn_type":"BUY","quantity":1}"#, "invalid_field"),
+            (br#"{"instrument":"TCS","trxn_type":"BUY","quantity":1}"#, "invalid_field"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":1,"prise":3}"#, "invalid_field"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"HOLD","quantity":1}"#, "invalid_side"),
+            (br#"{"id":1,"instrument":"TCS","quantity":1}"#, "missing_field"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY"}"#, "missing_field"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":"lots"}"#, "invalid_quantity"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":true}"#, "invalid_price"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":1,"order_type":"STOP"}"#, "invalid_order_type"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":1,"time_in_force":"DAY"}"#, "invalid_time_in_force"),
+            (br#"{"id":1,"instrument":"TCS","trxn_type":"BUY","quantity":1,"order_timestamp":"yesterday"}"#, "invalid_timestamp"),
+            (br#"{"id":1,"instrument":"A_VERY_LONG_SYMBOL_NAME","trxn_type":"BUY","quantity":1}"#, "unknown_instrument"),
+            (br#"{"id":1,"instrument":"TCS","trader":"has space","trxn_type":"BUY","quantity":1}"#, "invalid_trader"),
+            (br#"{"action":"DELETE","id":1,"instrument":"TCS"}"#, "invalid_action"),
+            (br#"[1,2,3]"#, "invalid_field"),
+        ];
+        for (input, reason) in cases {
+            let err = parse_order(input).unwrap_err();
+            assert_eq!(
+                err.reason,
+                *reason,
+                "{} -> {err}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn timestamp_fast_path_agrees_with_chrono() {
+        for t in [
+            "2023/03/12, 23:48:37",
+            "2023/03/12, 23:48:37.5",
+            "2023/03/12, 23:48:37.25",
+            "2024/02/29, 00:00:00.001",
+            "1999/12/31, 23:59:59.999",
+        ] {
+            let chrono = NaiveDateTime::parse_from_str(t, ORDER_TIMESTAMP_FORMAT)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+            assert_eq!(parse_seed_timestamp(t.as_bytes()), Some(chrono), "{t}");
+        }
+        for bad in [
+            "2023/13/12, 23:48:37",
+            "2023/02/30, 00:00:00",
+            "2023/03/12, 24:00:00",
+            "2023/03/12 23:48:37",
+            "2023/03/12, 23:48:3x",
+            "2023/03/12, 23:48:37.1234",
+        ] {
+            assert_eq!(parse_seed_timestamp(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(
+            parse_timestamp("2023-03-12T23:48:37.100Z"),
+            Some(1_678_664_917_100)
+        );
+        assert_eq!(
+            parse_timestamp("2023/03/12, 23:48:37.1234"),
+            Some(1_678_664_917_123),
+            "chrono handles longer fractions"
+        );
+    }
+
+    #[test]
+    fn generated_messages_round_trip_through_the_parser() {
+        let cmd = parse_order(SEED.as_bytes()).unwrap().command;
+        let msg = OrderMessage::from_command(&cmd, 1_678_664_917_250);
+        let json = serde_json::to_vec(&msg).unwrap();
+        let back = parse_order(&json).unwrap();
+        assert_eq!(back.event_time_ms, Some(1_678_664_917_250));
+        let Command::New(mut n) = back.command else {
+            panic!()
+        };
+        assert_eq!(n.trader.as_str(), DEFAULT_TRADER);
+        n.trader = FixedStr::new(DEFAULT_TRADER).unwrap();
+        assert_eq!(Command::New(n), cmd);
+        assert_eq!(
+            format_timestamp(1_678_664_917_250),
+            "2023/03/12, 23:48:37.250"
+        );
+    }
+}
