@@ -11,7 +11,7 @@ use kappa_exchange::runtime::kafka::KafkaArgs;
 use kappa_exchange::runtime::shutdown::Shutdown;
 use kappa_exchange::serving::{auth, ServeArgs};
 use kappa_exchange::topics::{strimzi_topics, TopicLayout};
-use kappa_exchange::{access, config, demo, simulate, telemetry};
+use kappa_exchange::{access, config, demo, report, simulate, telemetry};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -437,7 +437,7 @@ fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let summary =
                 simulate::simulate(&instruments, flow.count, flow.instruments_used, flow.seed);
-            print!("{}", simulate::render(&summary));
+            print!("{}", report::render(&summary));
             println!("done in {:.2}s", started.elapsed().as_secs_f64());
         }
     }

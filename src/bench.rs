@@ -8,9 +8,9 @@
 //! **ceiling**: raw librdkafka pass-through of the same messages (consume, produce unparsed to
 //! another topic), and prints the ratio.
 
-use crate::demo::summarize_topics;
 use crate::generator::{self, FlowConfig};
 use crate::matchmaker;
+use crate::report::summarize_topics;
 use crate::runtime::broker::{Broker, BrokerArgs};
 use crate::runtime::kafka::{create_reader, KafkaArgs};
 use crate::runtime::metrics::Counters;

@@ -5,23 +5,18 @@
 //! trades on the topic = trades matched = trades each analytics job consumed), then — when serving
 //! — live flow at a fixed rate with the dashboard up until Ctrl-C.
 
-use crate::analytics::leaderboard::Leaderboard;
 use crate::analytics::{self, AnalyticsArgs};
 use crate::generator::{self, FlowConfig};
 use crate::matchmaker;
+use crate::report::{render, render_analytics, summarize_topics, Summary};
 use crate::runtime::broker::BrokerArgs;
-use crate::runtime::kafka::{create_reader, read_topic, KafkaArgs};
+use crate::runtime::kafka::KafkaArgs;
 use crate::runtime::metrics::Counters;
 use crate::runtime::shutdown::Shutdown;
 use crate::serving::{self, ServeArgs};
-use crate::simulate::{render, InstrumentSummary, Summary};
 use crate::topics::{Partitioner, TopicLayout};
-use crate::wire::{decode_analytics, AnalyticsMessage, BarMessage, SmaMessage};
-use crate::wire::{BookMessage, TradeMessage};
 use anyhow::{anyhow, Context as _};
 use kappa_engine::Instruments;
-use rdkafka::message::Message;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,132 +49,6 @@ pub struct DemoReport {
     pub rejects: u64,
     pub seconds: f64,
     pub summary: Summary,
-}
-
-/// Builds the market summary from the `trades` and `book` topics.
-pub fn summarize_topics(
-    kafka: &KafkaArgs,
-    instruments: &Instruments,
-) -> anyhow::Result<(Summary, u64)> {
-    let topics = kafka.topics();
-    let reader = create_reader(&kafka.reader())?;
-    let mut by_symbol: HashMap<String, InstrumentSummary> = HashMap::new();
-    let mut trades = 0u64;
-    read_topic(&reader, &topics.trades, |m| {
-        if let Some(t) = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<TradeMessage>(p).ok())
-        {
-            trades += 1;
-            let s = by_symbol.entry(t.instrument.clone()).or_default();
-            s.trades += 1;
-            s.volume += t.quantity;
-            s.notional += t.price * t.quantity;
-            s.last_price = Some(t.price);
-        }
-    })?;
-    let mut newest: HashMap<String, (i64, BookMessage)> = HashMap::new();
-    read_topic(&reader, &topics.book, |m| {
-        if let Some(b) = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<BookMessage>(p).ok())
-        {
-            let keep = newest
-                .get(&b.instrument)
-                .is_none_or(|(off, _)| b.as_of_offset >= *off);
-            if keep {
-                newest.insert(b.instrument.clone(), (b.as_of_offset, b));
-            }
-        }
-    })?;
-    let mut summary = Summary::default();
-    for id in instruments.ids() {
-        let symbol = instruments.symbol(id).to_string();
-        let mut s = by_symbol.remove(&symbol).unwrap_or_default();
-        s.symbol = symbol.clone();
-        if let Some((_, b)) = newest.get(&symbol) {
-            s.best_bid = b.bids.first().map(|l| l.price);
-            s.best_ask = b.asks.first().map(|l| l.price);
-        }
-        summary.instruments.push(s);
-    }
-    Ok((summary, trades))
-}
-
-/// The latest bar and SMAs per instrument and the latest leaderboard, from `analytics`.
-pub fn render_analytics(kafka: &KafkaArgs) -> anyhow::Result<String> {
-    use std::fmt::Write as _;
-    let reader = create_reader(&kafka.reader())?;
-    let mut bars: BTreeMap<String, BarMessage> = BTreeMap::new();
-    let mut smas: BTreeMap<String, SmaMessage> = BTreeMap::new();
-    let mut totals = Leaderboard::default();
-    read_topic(&reader, &kafka.topics().analytics, |m| {
-        let Some(p) = m.payload() else { return };
-        match decode_analytics(p) {
-            Ok(AnalyticsMessage::Bar(b)) => {
-                if bars.get(&b.instrument).is_none_or(|o| o.end_ms <= b.end_ms) {
-                    bars.insert(b.instrument.clone(), b);
-                }
-            }
-            Ok(AnalyticsMessage::Sma(x)) => {
-                if smas.get(&x.instrument).is_none_or(|o| o.end_ms <= x.end_ms) {
-                    smas.insert(x.instrument.clone(), x);
-                }
-            }
-            Ok(AnalyticsMessage::Totals(t)) => {
-                totals.apply(t);
-            }
-            _ => {}
-        }
-    })?;
-    let mut out = String::new();
-    let _ = writeln!(out, "latest 1s bars (analytics topic):");
-    let _ = writeln!(
-        out,
-        "{:<10} {:>24} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12} {:>12}",
-        "symbol",
-        "window end (UTC)",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "vwap",
-        "sma5",
-        "sma20"
-    );
-    for (sym, b) in &bars {
-        let sma = |n: usize| {
-            smas.get(sym)
-                .filter(|s| s.end_ms == b.end_ms)
-                .and_then(|s| s.sma.iter().find(|v| v.n == n).and_then(|v| v.value))
-                .map_or("-".to_string(), |v| v.to_string())
-        };
-        let end = crate::wire::format_timestamp(b.end_ms);
-        let _ = writeln!(
-            out,
-            "{sym:<10} {end:>24} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12} {:>12}",
-            b.open,
-            b.high,
-            b.low,
-            b.close,
-            b.volume,
-            b.vwap,
-            sma(5),
-            sma(20)
-        );
-    }
-    if let Some(l) = totals.board(5) {
-        let _ = writeln!(
-            out,
-            "top traders by P&L at {} (realized + unrealized at last price):",
-            crate::wire::format_timestamp(l.end_ms)
-        );
-        for e in l.top.iter().take(5) {
-            let _ = writeln!(out, "  {:>2}. {:<8} {:>14}", e.rank, e.trader, e.total);
-        }
-    }
-    Ok(out)
 }
 
 /// Runs the demo, printing progress to stderr and the summary to stdout.

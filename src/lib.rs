@@ -27,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod generator;
 pub mod matchmaker;
+pub mod report;
 pub mod runtime;
 pub mod serving;
 pub mod simulate;

@@ -2,40 +2,9 @@
 //! per instrument (trades, volume, VWAP, last price, top of book). No Kafka involved; this is
 //! what `kappa simulate` prints, and the yardstick the pipeline's output is compared against.
 
+use crate::report::{InstrumentSummary, Summary};
 use kappa_engine::workload::{generate, Profile, WorkloadConfig};
 use kappa_engine::{Engine, Event, EventBody, InstrumentId, Instruments, Request};
-use rust_decimal::Decimal;
-use std::fmt::Write as _;
-
-/// Per-instrument totals.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct InstrumentSummary {
-    pub symbol: String,
-    pub trades: u64,
-    pub volume: Decimal,
-    pub notional: Decimal,
-    pub last_price: Option<Decimal>,
-    pub best_bid: Option<Decimal>,
-    pub best_ask: Option<Decimal>,
-}
-
-impl InstrumentSummary {
-    /// Volume-weighted average trade price, by the money rounding rule ([`crate::wire::money`]).
-    pub fn vwap(&self) -> Option<Decimal> {
-        (!self.volume.is_zero()).then(|| crate::wire::money(self.notional / self.volume))
-    }
-}
-
-/// Whole-run totals.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
-    pub commands: usize,
-    pub events: usize,
-    pub rejects: usize,
-    /// Resting orders at the end, when known (in-process runs).
-    pub resting_orders: Option<usize>,
-    pub instruments: Vec<InstrumentSummary>,
-}
 
 /// Runs `commands` through a fresh engine and summarizes the outcome.
 pub fn run(instruments: &Instruments, commands: &[Request]) -> Summary {
@@ -98,52 +67,11 @@ pub fn simulate(
     run(instruments, &generate(&config, instruments))
 }
 
-fn opt(d: Option<Decimal>) -> String {
-    d.map_or_else(|| "-".to_string(), |d| d.to_string())
-}
-
-/// A fixed-width table of the summary.
-pub fn render(summary: &Summary) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{} commands -> {} events ({} rejected)",
-        summary.commands, summary.events, summary.rejects
-    );
-    match summary.resting_orders {
-        Some(n) => {
-            let _ = writeln!(out, "; {n} orders resting");
-        }
-        None => out.push('\n'),
-    }
-    let _ = writeln!(
-        out,
-        "{:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "symbol", "trades", "volume", "vwap", "last", "bid", "ask"
-    );
-    for s in summary
-        .instruments
-        .iter()
-        .filter(|s| s.trades > 0 || s.best_bid.is_some() || s.best_ask.is_some())
-    {
-        let _ = writeln!(
-            out,
-            "{:<10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            s.symbol,
-            s.trades,
-            s.volume,
-            opt(s.vwap()),
-            opt(s.last_price),
-            opt(s.best_bid),
-            opt(s.best_ask)
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::render;
+    use rust_decimal::Decimal;
 
     #[test]
     fn summary_totals_match_the_engine_output() {

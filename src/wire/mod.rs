@@ -3,10 +3,10 @@
 //! enum names ([`names`]). Jobs, the serving layer, the demo and the reports read and write
 //! messages only through these types.
 //!
-//! - [`orders`]: `orders` (the seed format and its extensions) and its parser;
-//! - [`matching`]: `trades`, `order-events`, `book`;
-//! - [`rejects`]: `rejects`;
-//! - [`analytics`]: `analytics` (bars, SMAs, P&L, totals, the leaderboard) and its decoder.
+//! - [`orders`] — `orders` (the seed format and its extensions) and its parser;
+//! - [`matching`] — `trades`, `order-events`, `book`;
+//! - [`rejects`] — the `rejects` topic;
+//! - [`analytics`] — `analytics` (bars, SMAs, P&L, totals, the leaderboard) and its decoder.
 
 pub mod analytics;
 pub mod decimal;
