@@ -16,7 +16,7 @@ use crate::runtime::processor::{self, LoopArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot;
 use crate::topics::{Partitioner, Topics};
-use crate::wire::{self, BookMessage, OrderEventMessage, TradeMessage};
+use crate::wire::{self, BookMessage, OrderEventMessage};
 use anyhow::Context as _;
 use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
 use std::time::Duration;
@@ -201,8 +201,13 @@ impl Job for MatchMaker<'_> {
             match &e.body {
                 EventBody::Trade(t) => {
                     out.count_items(1);
-                    let msg = TradeMessage::new(t, instruments, out.partition(), ts);
-                    out.emit(TRADES, msg.instrument.as_bytes(), &msg)?;
+                    // Hand-written: the same bytes as serde_json of `TradeMessage`, without
+                    // building it (BENCHMARKS.md, "The codec").
+                    let (partition, symbol) = (out.partition(), instruments.symbol(t.instrument));
+                    out.emit_with(TRADES, symbol.as_str().as_bytes(), |buf| {
+                        wire::write_trade(t, instruments, partition, ts, buf);
+                        Ok(())
+                    })?;
                 }
                 EventBody::Order(u) => {
                     let mut msg = OrderEventMessage::from_update(u, instruments, ts);

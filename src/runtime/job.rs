@@ -247,6 +247,20 @@ impl Emitter<'_> {
     /// `key` (partition from [`Partitioner`]; empty key = same partition number as the input), unless
     /// it was already published.
     pub fn emit<T: Serialize>(&mut self, index: usize, key: &[u8], msg: &T) -> anyhow::Result<()> {
+        self.emit_with(index, key, |buf| {
+            serde_json::to_writer(buf, msg).map_err(anyhow::Error::from)
+        })
+    }
+
+    /// [`Emitter::emit`] of a message that `write` writes into the (reused) buffer itself — a
+    /// hand-written encoder of the wire format (e.g. [`crate::wire::write_trade`]); `write` is
+    /// not called for an output already published.
+    pub fn emit_with(
+        &mut self,
+        index: usize,
+        key: &[u8],
+        write: impl FnOnce(&mut Vec<u8>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let seq = self.seq.next_seq[index];
         self.seq.next_seq[index] += 1;
         let n = self.topics.partitions[index];
@@ -262,7 +276,7 @@ impl Emitter<'_> {
             return Ok(());
         }
         self.buf.clear();
-        serde_json::to_writer(&mut *self.buf, msg)?;
+        write(self.buf)?;
         let origin = Origin {
             partition: self.seq.partition,
             offset: self.seq.last_offset,

@@ -52,6 +52,62 @@ impl TradeMessage {
     }
 }
 
+/// Writes the `trades` message of engine trade `t` straight into `out`: byte for byte what
+/// serde_json writes for [`TradeMessage::new`] (tested), without building the message — no
+/// allocation, the match maker's hot path (`cargo bench --bench codec`: BENCHMARKS.md).
+pub fn write_trade(
+    t: &Trade,
+    instruments: &Instruments,
+    partition: i32,
+    ts_ms: i64,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write as _;
+    let (buy_order_id, buyer) = t.buyer();
+    let (sell_order_id, seller) = t.seller();
+    let mut int = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"trade_id\":");
+    out.extend_from_slice(
+        int.format(global_trade_id(partition, t.trade_id))
+            .as_bytes(),
+    );
+    out.extend_from_slice(b",\"instrument\":");
+    json_str(instruments.symbol(t.instrument).as_str(), out);
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        ",\"price\":{},\"quantity\":{},\"buyer\":",
+        instruments.ticks_to_price(t.instrument, t.price),
+        instruments.lots_to_qty(t.instrument, t.quantity)
+    );
+    json_str(buyer.as_str(), out);
+    out.extend_from_slice(b",\"seller\":");
+    json_str(seller.as_str(), out);
+    out.extend_from_slice(b",\"buy_order_id\":");
+    out.extend_from_slice(int.format(buy_order_id).as_bytes());
+    out.extend_from_slice(b",\"sell_order_id\":");
+    out.extend_from_slice(int.format(sell_order_id).as_bytes());
+    out.extend_from_slice(b",\"aggressor\":\"");
+    out.extend_from_slice(side_name(t.aggressor).as_bytes());
+    out.extend_from_slice(b"\",\"ts_ms\":");
+    out.extend_from_slice(int.format(ts_ms).as_bytes());
+    out.push(b'}');
+}
+
+/// A JSON string as serde_json writes it (identifiers here are printable ASCII: only `"` and
+/// `\` need escaping; anything else goes through serde_json).
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
 /// A change in one order's life, on `order-events` (key = trader).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderEventMessage {

@@ -230,4 +230,50 @@ mod tests {
             "2023/03/12, 23:48:37.250"
         );
     }
+
+    #[test]
+    fn the_hand_written_trade_is_byte_for_byte_the_serde_one() {
+        let instruments = crate::config::load_instruments(None).unwrap();
+        let mut engine = kappa_engine::Engine::new(instruments.clone());
+        let mut events = Vec::new();
+        let mut trades = Vec::new();
+        let cfg = crate::generator::FlowConfig {
+            count: 20_000,
+            seed: 3,
+            ..Default::default()
+        };
+        let generated = crate::generator::flow(&cfg, &instruments).map(|(_, p, _)| p);
+        // Traders whose names need escaping, and prices/quantities with fractions.
+        let odd = [
+            r#"{"id":1,"instrument":"TCS","trxn_type":"SELL","quantity":3,"price":"15.05","trader":"q\"t"}"#,
+            r#"{"id":2,"instrument":"TCS","trxn_type":"BUY","quantity":2,"price":"15.10","trader":"b\\s"}"#,
+        ]
+        .map(|m| m.as_bytes().to_vec());
+        for payload in odd.into_iter().chain(generated) {
+            let Ok(p) = parse_order(&payload) else {
+                continue;
+            };
+            engine.apply_into(&p.command, &mut events);
+            for e in events.drain(..) {
+                if let kappa_engine::EventBody::Trade(t) = e.body {
+                    trades.push(t);
+                }
+            }
+        }
+        assert!(trades.len() > 1000, "{}", trades.len());
+        assert!(trades[0].buyer().1.as_str() == "b\\s" && trades[0].seller().1.as_str() == "q\"t");
+        let mut out = Vec::new();
+        for (i, t) in trades.iter().enumerate() {
+            let (partition, ts) = ((i % 12) as i32, 1_700_000_000_000 + i as i64);
+            out.clear();
+            write_trade(t, &instruments, partition, ts, &mut out);
+            let serde =
+                serde_json::to_vec(&TradeMessage::new(t, &instruments, partition, ts)).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&serde),
+                "trade {i}"
+            );
+        }
+    }
 }
