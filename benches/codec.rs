@@ -11,7 +11,7 @@ use kappa_engine::{Engine, EventBody, Instruments};
 use kappa_exchange::config::load_instruments;
 use kappa_exchange::generator::{flow, FlowConfig};
 use kappa_exchange::wire::{
-    parse_order, write_trade, OrderEventMessage, OrderMessage, TradeMessage,
+    parse_order, write_order_update, write_trade, OrderEventMessage, OrderMessage, TradeMessage,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -192,6 +192,23 @@ fn main() {
         time(&event_msgs, |m| {
             buf.clear();
             sonic_rs::to_writer(&mut buf, black_box(m)).unwrap();
+            black_box(&buf);
+        }),
+    );
+    line(
+        "serde_json  build + to_writer (before)",
+        time(&updates, |u| {
+            buf.clear();
+            let m = OrderEventMessage::from_update(black_box(u), &instruments, ts);
+            serde_json::to_writer(&mut buf, &m).unwrap();
+            black_box(&buf);
+        }),
+    );
+    line(
+        "hand-written write_order_update (now; same bytes)",
+        time(&updates, |u| {
+            buf.clear();
+            write_order_update(black_box(u), None, &instruments, ts, &mut buf);
             black_box(&buf);
         }),
     );

@@ -210,12 +210,16 @@ impl Job for MatchMaker<'_> {
                     })?;
                 }
                 EventBody::Order(u) => {
-                    let mut msg = OrderEventMessage::from_update(u, instruments, ts);
-                    if let Some(a) = accepted.filter(|a| a.order_id == u.order_id) {
-                        msg.with_terms(&a);
+                    let terms = accepted.filter(|a| a.order_id == u.order_id);
+                    if terms.is_some() {
                         accepted = None;
                     }
-                    out.emit(ORDER_EVENTS, msg.trader.as_bytes(), &msg)?;
+                    // Hand-written like the trades: `OrderEventMessage::from_update` (+ terms)
+                    // as serde_json writes it, without building it.
+                    out.emit_with(ORDER_EVENTS, u.trader.as_str().as_bytes(), |buf| {
+                        wire::write_order_update(u, terms.as_ref(), instruments, ts, buf);
+                        Ok(())
+                    })?;
                 }
                 EventBody::Accepted(a) => accepted = Some(*a),
                 EventBody::Rejected(r) => {

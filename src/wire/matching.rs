@@ -94,6 +94,63 @@ pub fn write_trade(
     out.push(b'}');
 }
 
+/// Writes the `order-events` message of engine update `u` — with the order's terms when `terms`
+/// is its acceptance — straight into `out`: byte for byte what serde_json writes for
+/// [`OrderEventMessage::from_update`] (and [`OrderEventMessage::with_terms`]; tested), without
+/// building the message.
+pub fn write_order_update(
+    u: &OrderUpdate,
+    terms: Option<&kappa_engine::Accepted>,
+    instruments: &Instruments,
+    ts_ms: i64,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write as _;
+    let mut int = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"order_id\":");
+    out.extend_from_slice(int.format(u.order_id).as_bytes());
+    out.extend_from_slice(b",\"trader\":");
+    json_str(u.trader.as_str(), out);
+    out.extend_from_slice(b",\"instrument\":");
+    json_str(instruments.symbol(u.instrument).as_str(), out);
+    out.extend_from_slice(b",\"status\":\"");
+    out.extend_from_slice(status_name(u.status).as_bytes());
+    out.push(b'"');
+    if let OrderStatus::Cancelled(r) = u.status {
+        out.extend_from_slice(b",\"reason\":");
+        json_str(r.code(), out);
+    }
+    out.extend_from_slice(b",\"side\":\"");
+    out.extend_from_slice(side_name(u.side).as_bytes());
+    out.push(b'"');
+    // Writing to a Vec cannot fail.
+    if let Some(p) = u.price {
+        let _ = write!(
+            out,
+            ",\"price\":{}",
+            instruments.ticks_to_price(u.instrument, p)
+        );
+    }
+    let q = |lots| instruments.lots_to_qty(u.instrument, lots);
+    let _ = write!(
+        out,
+        ",\"quantity\":{},\"filled\":{},\"leaves\":{}",
+        q(u.quantity),
+        q(u.filled),
+        q(u.leaves)
+    );
+    if let Some(a) = terms {
+        out.extend_from_slice(b",\"order_type\":\"");
+        out.extend_from_slice(order_type_name(a.order_type).as_bytes());
+        out.extend_from_slice(b"\",\"time_in_force\":\"");
+        out.extend_from_slice(tif_name(a.time_in_force).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"ts_ms\":");
+    out.extend_from_slice(int.format(ts_ms).as_bytes());
+    out.push(b'}');
+}
+
 /// A JSON string as serde_json writes it (identifiers here are printable ASCII: only `"` and
 /// `\` need escaping; anything else goes through serde_json).
 fn json_str(s: &str, out: &mut Vec<u8>) {

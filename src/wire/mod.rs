@@ -276,4 +276,59 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_hand_written_order_event_is_byte_for_byte_the_serde_one() {
+        let instruments = crate::config::load_instruments(None).unwrap();
+        let mut engine = kappa_engine::Engine::new(instruments.clone());
+        let mut events = Vec::new();
+        let cfg = crate::generator::FlowConfig {
+            count: 20_000,
+            seed: 5,
+            ..Default::default()
+        };
+        let odd = [r#"{"id":1,"instrument":"TCS","trxn_type":"SELL","quantity":3,"price":"15.05","trader":"q\"t"}"#
+            .as_bytes()
+            .to_vec()];
+        let generated = crate::generator::flow(&cfg, &instruments).map(|(_, p, _)| p);
+        let (mut out, mut checked, mut with_terms, mut cancelled) = (Vec::new(), 0, 0, 0);
+        for (i, payload) in odd.into_iter().chain(generated).enumerate() {
+            let Ok(p) = parse_order(&payload) else {
+                continue;
+            };
+            engine.apply_into(&p.command, &mut events);
+            // Paired as the match maker pairs them: an acceptance gives its terms to the next
+            // update of the same order.
+            let mut accepted = None;
+            for e in events.drain(..) {
+                match e.body {
+                    kappa_engine::EventBody::Accepted(a) => accepted = Some(a),
+                    kappa_engine::EventBody::Order(u) => {
+                        let terms = accepted.filter(|a| a.order_id == u.order_id);
+                        accepted = accepted.filter(|_| terms.is_none());
+                        let ts = 1_700_000_000_000 + i as i64;
+                        let mut msg = OrderEventMessage::from_update(&u, &instruments, ts);
+                        if let Some(a) = &terms {
+                            msg.with_terms(a);
+                            with_terms += 1;
+                        }
+                        cancelled += usize::from(msg.reason.is_some());
+                        out.clear();
+                        write_order_update(&u, terms.as_ref(), &instruments, ts, &mut out);
+                        assert_eq!(
+                            String::from_utf8_lossy(&out),
+                            String::from_utf8_lossy(&serde_json::to_vec(&msg).unwrap()),
+                            "update {checked}"
+                        );
+                        checked += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            checked > 10_000 && with_terms > 1_000 && cancelled > 100,
+            "{checked} {with_terms} {cancelled}"
+        );
+    }
 }
