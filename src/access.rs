@@ -172,28 +172,30 @@ fn match_maker(access: &mut Access, kafka: &KafkaArgs, instruments: &Instruments
     access.processor(&job, kafka, &opts, false);
 }
 
-/// The analytics jobs with `args` (group taken as a prefix when `group_prefix`).
-fn analytics(
+/// The SMA calculator with `args` (group taken as a prefix when `group_prefix`).
+fn sma(
     access: &mut Access,
     kafka: &KafkaArgs,
     instruments: &Instruments,
     args: &AnalyticsArgs,
     group_prefix: bool,
 ) {
-    let sma = SmaJob::new(instruments.clone(), args.clone(), args.topics(kafka));
-    access.processor(
-        &sma,
-        kafka,
-        &args.loop_options(kafka, sma.name()),
-        group_prefix,
-    );
-    let profit = ProfitJob::new(instruments.clone(), args.clone(), args.topics(kafka));
-    access.processor(
-        &profit,
-        kafka,
-        &args.loop_options(kafka, profit.name()),
-        group_prefix,
-    );
+    let job = SmaJob::new(instruments.clone(), args.clone(), args.topics(kafka));
+    let opts = args.loop_options(kafka, job.name());
+    access.processor(&job, kafka, &opts, group_prefix);
+}
+
+/// The profit calculator with `args` (group taken as a prefix when `group_prefix`).
+fn profit(
+    access: &mut Access,
+    kafka: &KafkaArgs,
+    instruments: &Instruments,
+    args: &AnalyticsArgs,
+    group_prefix: bool,
+) {
+    let job = ProfitJob::new(instruments.clone(), args.clone(), args.topics(kafka));
+    let opts = args.loop_options(kafka, job.name());
+    access.processor(&job, kafka, &opts, group_prefix);
 }
 
 /// A side run of the analytics (`--output-prefix side`, groups `group-…`). The DAG owns the
@@ -205,7 +207,9 @@ fn side_analytics(access: &mut Access, instruments: &Instruments, side: &str, gr
         group: Some(group.to_string()),
         ..AnalyticsArgs::default()
     };
-    analytics(access, &KafkaArgs::new(""), instruments, &args, true);
+    let kafka = KafkaArgs::new("");
+    sma(access, &kafka, instruments, &args, true);
+    profit(access, &kafka, instruments, &args, true);
     let mut namespace = BTreeSet::new();
     access.acls.retain(|r, ops| {
         let inside = r.kind == Kind::Topic && r.name.starts_with(side);
@@ -230,39 +234,19 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
 
     let defaults = AnalyticsArgs::default();
     let mut a = Access::new("kappa-sma-calculator", "the sma-calculator Deployment");
-    let sma = SmaJob::new(
-        instruments.clone(),
-        defaults.clone(),
-        defaults.topics(&kafka),
-    );
-    a.processor(
-        &sma,
-        &kafka,
-        &defaults.loop_options(&kafka, sma.name()),
-        false,
-    );
+    sma(&mut a, &kafka, instruments, &defaults, false);
     out.push(a);
 
     let mut a = Access::new(
         "kappa-profit-calculator",
         "the profit-calculator Deployment",
     );
-    let profit = ProfitJob::new(
-        instruments.clone(),
-        defaults.clone(),
-        defaults.topics(&kafka),
-    );
-    a.processor(
-        &profit,
-        &kafka,
-        &defaults.loop_options(&kafka, profit.name()),
-        false,
-    );
+    profit(&mut a, &kafka, instruments, &defaults, false);
     out.push(a);
 
     let mut a = Access::new(
         "kappa-market-view",
-        "the market-view Deployment (internet-facing: reads the outputs by assignment, without a \
+        "the market-view Deployment (internet-facing: reads the outputs by assignment, joins no \
          group, and writes only orders)",
     );
     a.reader(&kafka);

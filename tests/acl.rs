@@ -235,17 +235,7 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
         ],
     );
     let _mv = Killed(vec![mv]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stats: Value = loop {
-        if let Ok(r) = ureq::get(&format!("http://127.0.0.1:{ops}/stats")).call() {
-            let v: Value = r.into_json().unwrap();
-            if v["ready"] == true {
-                break v;
-            }
-        }
-        assert!(Instant::now() < deadline, "market-view never became ready");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = support::ready_stats(ops);
     assert_eq!(
         stats["feed"]["trades"].as_u64(),
         Some(trades as u64),

@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 on_both_brokers!(every_job_survives_hostile_records_on_every_input_topic);
@@ -151,27 +151,13 @@ fn every_job_survives_hostile_records_on_every_input_topic(on: On) {
             &format!("127.0.0.1:{ops}"),
         ],
     )]);
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let stats: Value = loop {
-        if let Ok(r) = agent.get(&format!("http://127.0.0.1:{ops}/stats")).call() {
-            let v: Value = r.into_json().unwrap();
-            if v["ready"] == true {
-                break v;
-            }
-        }
-        assert!(Instant::now() < deadline, "market-view never became ready");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let stats = support::ready_stats(ops);
     assert_eq!(
         stats["feed"]["undecodable"].as_u64(),
         Some(4 * n as u64),
         "{n} hostile records on each of trades, book, order-events, analytics: {stats}"
     );
-    let book: Value = agent
-        .get(&format!("http://127.0.0.1:{port}/book/TCS"))
+    let book: Value = ureq::get(&format!("http://127.0.0.1:{port}/book/TCS"))
         .call()
         .unwrap()
         .into_json()

@@ -25,7 +25,7 @@
 //! on the ops port only ([`ops_router`]), with `/healthz` and `/readyz` again for probes.
 
 use super::auth::Keys;
-use super::guard::{audit, forbidden, outcome_of, Authed, ClientIp, Guard};
+use super::guard::{audit, forbidden, outcome_of, Authed, ClientIp, Guard, Refusal};
 use super::orders::{self, IdAllocator, Prepared, RecentIds, Refused};
 use super::state::MarketState;
 use crate::topics::Partitioner;
@@ -792,7 +792,7 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         c.streams_refused.load(Ordering::Relaxed),
         c.streams_refused_per_ip.load(Ordering::Relaxed),
     );
-    let refusals = app.guard.refusals.snapshot();
+    let refusals = &app.guard.refusals;
     let label = |k: &str, v: &str| format!(",{k}=\"{v}\"");
     let job = "market-view";
     let mut out = String::new();
@@ -850,19 +850,9 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         ],
     );
     // Every reason appears (0 until it happens), so alerts and dashboards see the series.
-    let reasons = [
-        "host",
-        "origin",
-        "content_type",
-        "ip_rate",
-        "trader_rate",
-        "unauthenticated",
-        "invalid_credential",
-        "expired_credential",
-    ];
-    let counts: Vec<(String, u64)> = reasons
+    let counts: Vec<(String, u64)> = Refusal::ALL
         .iter()
-        .map(|r| (label("reason", r), refusals.get(r).copied().unwrap_or(0)))
+        .map(|r| (label("reason", r.label()), refusals.get(*r)))
         .collect();
     let rows: Vec<(String, &dyn std::fmt::Display)> = counts
         .iter()

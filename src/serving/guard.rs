@@ -12,9 +12,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Most distinct clients (addresses or traders) with a rate-limit bucket at once.
@@ -83,22 +82,58 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// Refusals counted by reason (the `reason` label of `kappa_api_refused_total`).
-#[derive(Debug, Default)]
-pub struct Refusals(Mutex<BTreeMap<&'static str, u64>>);
+/// Why a request was refused before a handler, or for its credential: the `reason` label of
+/// `kappa_api_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Host,
+    Origin,
+    ContentType,
+    IpRate,
+    TraderRate,
+    Auth(AuthError),
+}
 
-impl Refusals {
-    pub fn count(&self, reason: &'static str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+impl Refusal {
+    /// Every reason, in the order the metrics list them.
+    pub const ALL: [Refusal; 8] = [
+        Refusal::Host,
+        Refusal::Origin,
+        Refusal::ContentType,
+        Refusal::IpRate,
+        Refusal::TraderRate,
+        Refusal::Auth(AuthError::Missing),
+        Refusal::Auth(AuthError::Invalid),
+        Refusal::Auth(AuthError::Expired),
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Host => "host",
+            Refusal::Origin => "origin",
+            Refusal::ContentType => "content_type",
+            Refusal::IpRate => "ip_rate",
+            Refusal::TraderRate => "trader_rate",
+            Refusal::Auth(e) => e.code(),
+        }
     }
 
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Refusals counted by reason.
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, reason: Refusal) {
+        self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: Refusal) -> u64 {
+        self.0[reason.index()].load(Ordering::Relaxed)
     }
 }
 
@@ -218,7 +253,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
     let ip = g.client_ip(req.headers(), peer);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let refuse = |reason: &'static str, e: ApiError| -> Response {
+    let refuse = |reason: Refusal, e: ApiError| -> Response {
         g.refusals.count(reason);
         if is_order_entry(&method, &path) {
             audit(
@@ -242,7 +277,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         .to_string();
     if !g.hosts.allows(&host) {
         return refuse(
-            "host",
+            Refusal::Host,
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "host_not_allowed",
@@ -261,7 +296,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         let listed = g.cors_origins.iter().any(|o| o == origin);
         if !same && !listed {
             return refuse(
-                "origin",
+                Refusal::Origin,
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     "origin_not_allowed",
@@ -277,7 +312,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         // A preflight: answered here, for allowed origins only.
         let Some(origin) = cors_origin else {
             return refuse(
-                "origin",
+                Refusal::Origin,
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     "origin_not_allowed",
@@ -305,7 +340,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
     }
 
     if let Err(wait) = g.per_ip.check(&ip_key(ip), Instant::now()) {
-        return refuse("ip_rate", rate_limited("address", wait));
+        return refuse(Refusal::IpRate, rate_limited("address", wait));
     }
 
     if method == Method::POST {
@@ -317,7 +352,7 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
         if !json {
             return refuse(
-                "content_type",
+                Refusal::ContentType,
                 ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
@@ -348,7 +383,7 @@ impl FromRequestParts<App> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let fail = |e: AuthError| {
-            app.guard.refusals.count(e.code());
+            app.guard.refusals.count(Refusal::Auth(e));
             let mut err = ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.detail());
             if e == AuthError::Missing {
                 err = err.with_header(header::WWW_AUTHENTICATE, "Bearer".into());
@@ -376,7 +411,7 @@ impl FromRequestParts<App> for Authed {
             .per_trader
             .check(&credential.trader, Instant::now())
         {
-            app.guard.refusals.count("trader_rate");
+            app.guard.refusals.count(Refusal::TraderRate);
             return Err(rate_limited("trader", wait));
         }
         Ok(Authed {

@@ -330,3 +330,24 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// market-view's `/stats` from its ops port, once it reports ready (fails after 60 s).
+pub fn ready_stats(ops_port: u16) -> serde_json::Value {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = agent
+            .get(&format!("http://127.0.0.1:{ops_port}/stats"))
+            .call()
+        {
+            let v: serde_json::Value = r.into_json().unwrap();
+            if v["ready"] == true {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "market-view never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
