@@ -117,6 +117,23 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         snapshot_every: u64,
     },
+    /// Benchmark partition parallelism on a real cluster: 1, 2, … match-maker processes in one
+    /// consumer group sharing a preloaded `orders`.
+    BenchScale {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Orders published before the match makers start.
+        #[arg(long, default_value_t = 2_000_000)]
+        orders: usize,
+        /// Partitions of the orders topic (and the others).
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Match-maker processes, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        instances: Vec<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Benchmark the analytics: Polars computation alone (batch mode) and each job live through
     /// Kafka on the embedded broker or a real cluster (--brokers), with the pass-through ceiling.
     BenchAnalytics {
@@ -255,6 +272,7 @@ fn main() -> anyhow::Result<()> {
             | Command::BenchPipeline { .. }
             | Command::BenchAnalytics { .. }
             | Command::BenchRecovery { .. }
+            | Command::BenchScale { .. }
             | Command::Soak { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
@@ -414,6 +432,22 @@ fn main() -> anyhow::Result<()> {
                 snapshot_every,
             };
             kappa_exchange::bench::run_recovery(&cfg, &instruments)?;
+        }
+        Command::BenchScale {
+            broker,
+            orders,
+            partitions,
+            instances,
+            seed,
+        } => {
+            let cfg = kappa_exchange::bench::ScaleBenchConfig {
+                broker,
+                orders,
+                partitions,
+                instances,
+                seed,
+            };
+            kappa_exchange::bench::run_scale(&cfg, &instruments)?;
         }
         Command::BenchAnalytics {
             broker,

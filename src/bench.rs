@@ -378,7 +378,7 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     let t = Instant::now();
     let rows: Vec<_> = payloads
         .iter()
-        .map(|p| decoder.decode(p).map(|r| r.0))
+        .map(|p| decoder.decode(p))
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow!("{e}"))?;
     let decode_secs = t.elapsed().as_secs_f64();
@@ -539,6 +539,7 @@ fn match_maker_process(
     bench: &BenchTopics,
     ops: &str,
     snapshot_every: u64,
+    transactional_id: &str,
 ) -> anyhow::Result<std::process::Child> {
     let exe = std::env::current_exe()?.with_file_name("match-maker");
     std::process::Command::new(&exe)
@@ -547,7 +548,7 @@ fn match_maker_process(
         .args(["--ops-bind", ops])
         .args([
             "--transactional-id",
-            "bench-recovery",
+            transactional_id,
             "--static-membership",
         ])
         .args(["--snapshot-every", &snapshot_every.to_string()])
@@ -635,7 +636,7 @@ pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> any
             .port();
         let ops = format!("127.0.0.1:{port}");
         let started = Instant::now();
-        let mut first = match_maker_process(&bench, &ops, cfg.snapshot_every)?;
+        let mut first = match_maker_process(&bench, &ops, cfg.snapshot_every, "bench-recovery")?;
         let caught_up = poll_metrics(&ops, Duration::from_secs(3600), |m| {
             m.get("kappa_messages_consumed_total")
                 .copied()
@@ -650,7 +651,7 @@ pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> any
         let per = |name: &str| m.get(name).copied().unwrap_or(0.0) / snaps.max(1.0);
 
         let restarted = Instant::now();
-        let mut second = match_maker_process(&bench, &ops, cfg.snapshot_every)?;
+        let mut second = match_maker_process(&bench, &ops, cfg.snapshot_every, "bench-recovery")?;
         let ready = poll_metrics(&ops, Duration::from_secs(3600), |m| {
             m.get("kappa_ready").copied() == Some(1.0)
         });
@@ -677,6 +678,129 @@ pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> any
          partition recovered; replayed: input replayed after the snapshots; {} partitions, \
          --snapshot-every {})",
         cfg.partitions, cfg.snapshot_every
+    );
+    Ok(())
+}
+
+/// Scale-out benchmark settings (real cluster only).
+#[derive(Clone, Debug)]
+pub struct ScaleBenchConfig {
+    pub broker: BrokerArgs,
+    /// Orders published before the match makers start.
+    pub orders: usize,
+    pub partitions: i32,
+    /// Match-maker processes of one consumer group, one run per entry.
+    pub instances: Vec<usize>,
+    pub seed: u64,
+}
+
+/// Partition parallelism as deployed: `n` match-maker processes in one consumer group share the
+/// partitions of a preloaded `orders` (engines are independent per partition), each with its own
+/// transactional id. The rate is taken over the steady part of the run — from 10 % to 90 % of
+/// the orders consumed, summed over the processes' `/metrics` — so process start and the group
+/// join do not count.
+pub fn run_scale(cfg: &ScaleBenchConfig, instruments: &Instruments) -> anyhow::Result<()> {
+    if cfg.broker.brokers.is_none() {
+        return Err(anyhow!(
+            "bench-scale needs a real cluster (--brokers): the embedded broker keeps only 5 MiB \
+             per partition and lives in one process"
+        ));
+    }
+    println!(
+        "{:>9} {:>10} {:>14} {:>18} {:>10}",
+        "processes", "orders", "orders/s", "orders/s/process", "total s"
+    );
+    let mut base = None;
+    for &n in &cfg.instances {
+        let n = n.max(1);
+        let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(cfg.partitions))?;
+        let flow = FlowConfig {
+            count: cfg.orders,
+            instruments: instruments.len(),
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
+        let published = generator::publish(
+            &bench.kafka,
+            &Partitioner::new(instruments),
+            items,
+            cfg.orders as u64,
+            0.0,
+            false,
+            &Shutdown::new(),
+        )?
+        .published as f64;
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            ops.push(format!("127.0.0.1:{port}"));
+        }
+        let started = Instant::now();
+        let mut children = Vec::new();
+        for (i, ops) in ops.iter().enumerate() {
+            children.push(match_maker_process(
+                &bench,
+                ops,
+                200_000,
+                &format!("bench-scale-{i}"),
+            )?);
+        }
+        let consumed = || -> f64 {
+            ops.iter()
+                .filter_map(|o| scrape(o).ok())
+                .map(|m| {
+                    m.get("kappa_messages_consumed_total")
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .sum()
+        };
+        let (mut t10, mut t90) = (None, None);
+        let deadline = started + Duration::from_secs(3600);
+        let outcome = loop {
+            let c = consumed();
+            let now = Instant::now();
+            if t10.is_none() && c >= 0.1 * published {
+                t10 = Some((now, c));
+            }
+            if c >= 0.9 * published && t90.is_none() {
+                t90 = Some((now, c));
+            }
+            if c >= published {
+                break Ok(now);
+            }
+            if now > deadline {
+                break Err(anyhow!(
+                    "{n} match makers did not consume {published} orders in an hour"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let finished = outcome?;
+        let ((a, ca), (b, cb)) = (t10.expect("crossed 10 %"), t90.expect("crossed 90 %"));
+        let rate = (cb - ca) / (b - a).as_secs_f64().max(1e-9);
+        let base = *base.get_or_insert(rate);
+        println!(
+            "{:>9} {:>10} {:>14.0} {:>18.0} {:>10.2}   ({:.2}x one process)",
+            n,
+            published,
+            rate,
+            rate / n as f64,
+            (finished - started).as_secs_f64(),
+            rate / base
+        );
+    }
+    println!(
+        "(orders/s: from 10 % to 90 % of the orders consumed, summed over the processes; {} \
+         partitions; each process a match maker with transactions and its own transactional id)",
+        cfg.partitions
     );
     Ok(())
 }

@@ -447,14 +447,12 @@ pub fn strimzi_topics(layout: &TopicLayout, cluster: &str) -> String {
     out
 }
 
-/// Header: partition of the input message an output was derived from.
-pub const HDR_SRC_PARTITION: &str = "kx-src-partition";
-/// Header: offset of the input message an output was derived from.
-pub const HDR_SRC_OFFSET: &str = "kx-src-offset";
-/// Header: output sequence number, per job, input partition and output topic.
-pub const HDR_SEQ: &str = "kx-seq";
-/// Header: the job that produced an output (several jobs share `analytics` and `rejects`).
-pub const HDR_JOB: &str = "kx-job";
+/// Header: an output's provenance, one compact text value `PARTITION:OFFSET:SEQ:JOB` — the input
+/// partition and offset it was derived from, its output sequence number (per job, input partition
+/// and output topic; empty for outputs that are state, not history: book updates) and the job
+/// that wrote it (several jobs share `analytics` and `rejects`). Example: `3:120457:98812:match-maker`.
+/// One header instead of four: librdkafka allocates every header of every record.
+pub const HDR_PROVENANCE: &str = "kx";
 
 /// Where every keyed record goes, the same in every job and client:
 ///

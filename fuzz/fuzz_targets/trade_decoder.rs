@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     static INSTRUMENTS: OnceLock<kappa_engine::Instruments> = OnceLock::new();
     let instruments = INSTRUMENTS.get_or_init(|| load_instruments(None).unwrap());
     let mut decoder = TradeDecoder::new(instruments.clone(), 4);
-    if let Ok((row, _trader)) = decoder.decode(data) {
+    if let Ok(row) = decoder.decode(data) {
         assert!((row.instrument as usize) < instruments.len());
     }
     let topics = Topics::default();

@@ -11,7 +11,7 @@ use crate::runtime::job::{Emitter, Record};
 use crate::runtime::kafka::KafkaArgs;
 use crate::runtime::processor::{LoopArgs, Options};
 use crate::topics::Topics;
-use crate::wire::{InputError, TradeMessage};
+use crate::wire::{InputError, TradeFields};
 use kappa_analytics::Clock;
 use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
@@ -168,7 +168,7 @@ pub fn admit(
     let key = m.key;
     match decoder.decode(m.payload) {
         Err(e) => out.reject(m, key, e.reason, e.detail).map(|_| None),
-        Ok((row, _)) => {
+        Ok(row) => {
             if clock.admit(row.ts_ms).is_none() {
                 let detail = format!(
                     "trade at {} ms arrived after its {} ms window closed (watermark {})",
@@ -290,9 +290,10 @@ impl TradeDecoder {
         &self.names[id as usize]
     }
 
-    /// Decodes one `trades` message.
-    pub fn decode(&mut self, payload: &[u8]) -> Result<(TradeRow, String), InputError> {
-        let t: TradeMessage = serde_json::from_slice(payload).map_err(|e| InputError {
+    /// Decodes one `trades` message: only the fields the analytics use, borrowed from the payload
+    /// ([`TradeFields`]); returns the row and the instrument's id.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<TradeRow, InputError> {
+        let t: TradeFields = serde_json::from_slice(payload).map_err(|e| InputError {
             reason: "invalid_trade",
             detail: e.to_string(),
         })?;
@@ -317,15 +318,14 @@ impl TradeDecoder {
                 reason: r.code(),
                 detail: format!("quantity {}", t.quantity),
             })?;
-        let row = TradeRow {
+        Ok(TradeRow {
             instrument: id.0 as u32,
             ts_ms: t.ts_ms,
             price,
             quantity: quantity as i64,
             buyer: self.intern(&t.buyer)?,
             seller: self.intern(&t.seller)?,
-        };
-        Ok((row, t.instrument))
+        })
     }
 
     /// Price of `ticks` of instrument `i`.
@@ -389,18 +389,36 @@ mod tests {
     fn decoding_is_exact_and_interns_traders() {
         let mut d = TradeDecoder::new(crate::config::load_instruments(None).unwrap(), 100);
         let msg = br#"{"trade_id":1,"instrument":"TCS","price":15.05,"quantity":3,"buyer":"A","seller":"B","buy_order_id":1,"sell_order_id":2,"aggressor":"BUY","ts_ms":5}"#;
-        let (row, symbol) = d.decode(msg).unwrap();
+        let row = d.decode(msg).unwrap();
         assert_eq!(
             (
                 row.price,
                 row.quantity,
                 row.buyer,
                 row.seller,
-                symbol.as_str()
+                d.symbol(row.instrument).as_str()
             ),
             (301, 3, 0, 1, "TCS")
         );
-        assert_eq!(d.decode(msg).unwrap().0.buyer, 0, "same name, same id");
+        assert_eq!(d.decode(msg).unwrap().buyer, 0, "same name, same id");
+        // Only the fields the analytics use are read: escaped names are unescaped (the same
+        // trader as its plain spelling), numeric strings are decimals, unused fields may be
+        // absent, extra fields are ignored.
+        let lean = br#"{"ts_ms":6,"seller":"\u0041","buyer":"C\"D","quantity":"2","price":"15.10","instrument":"TCS","extra":[1,{"x":null}]}"#;
+        let row = d.decode(lean).unwrap();
+        assert_eq!(
+            (row.ts_ms, row.price, row.quantity, row.buyer, row.seller),
+            (6, 302, 2, 2, 0)
+        );
+        assert_eq!(d.trader(2), "C\"D");
+        let missing_seller =
+            br#"{"instrument":"TCS","price":15.05,"quantity":3,"buyer":"A","ts_ms":5}"#;
+        assert_eq!(
+            d.decode(missing_seller).unwrap_err().reason,
+            "invalid_trade"
+        );
+        let float_ts = br#"{"instrument":"TCS","price":15.05,"quantity":3,"buyer":"A","seller":"B","ts_ms":5.5}"#;
+        assert_eq!(d.decode(float_ts).unwrap_err().reason, "invalid_trade");
         assert_eq!(d.price(row.instrument, 301), Decimal::new(1505, 2));
         assert_eq!(
             d.qty(row.instrument, -3),
@@ -444,14 +462,13 @@ mod tests {
             back.decode(trade("A", "E").as_bytes()).unwrap_err().reason,
             "trader_limit"
         );
-        assert_eq!(back.decode(trade("C", "B").as_bytes()).unwrap().0.buyer, 2);
+        assert_eq!(back.decode(trade("C", "B").as_bytes()).unwrap().buyer, 2);
         // Jobs that need no traders keep none.
         let mut bars = TradeDecoder::without_traders(instruments);
         for k in 0..1000 {
             let row = bars
                 .decode(trade(&format!("X{k}"), "Y").as_bytes())
-                .unwrap()
-                .0;
+                .unwrap();
             assert_eq!((row.buyer, row.seller), (0, 0));
         }
         assert_eq!(bars.traders(), 0);

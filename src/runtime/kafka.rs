@@ -6,7 +6,7 @@
 //! (SASL/TLS work unchanged: `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 …`;
 //! in a pod the same settings come from `KAFKA_CONFIG`, and the password from `KAFKA_SASL_PASSWORD`).
 
-use crate::topics::{Topics, HDR_JOB, HDR_SEQ, HDR_SRC_OFFSET, HDR_SRC_PARTITION};
+use crate::topics::{Topics, HDR_PROVENANCE};
 use anyhow::{anyhow, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -241,64 +241,72 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// The headers of an output with `origin`, written by `job`: input partition and offset,
-    /// sequence number (deterministic outputs only), job.
-    pub fn headers(origin: &super::job::Origin, job: &str) -> OwnedHeaders {
-        let (mut p, mut o, mut s) = (
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-        );
-        let mut h = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: HDR_SRC_PARTITION,
-                value: Some(p.format(origin.partition)),
-            })
-            .insert(Header {
-                key: HDR_SRC_OFFSET,
-                value: Some(o.format(origin.offset)),
-            });
-        if let Some(seq) = origin.seq {
-            h = h.insert(Header {
-                key: HDR_SEQ,
-                value: Some(s.format(seq)),
-            });
-        }
-        h.insert(Header {
-            key: HDR_JOB,
-            value: Some(job),
+    /// The provenance header (`kx`, see [`HDR_PROVENANCE`]) of an output with `origin`, written by
+    /// `job`. The value is formatted into `scratch` (reused; librdkafka copies it).
+    pub fn headers(origin: &super::job::Origin, job: &str, scratch: &mut Vec<u8>) -> OwnedHeaders {
+        encode_provenance(origin, job, scratch);
+        OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: HDR_PROVENANCE,
+            value: Some(scratch.as_slice()),
         })
     }
 
-    /// The job named in a message's `kx-job` header.
+    /// The job named in a message's provenance header.
     pub fn job_of<M: Message>(msg: &M) -> Option<String> {
-        msg.headers()?
-            .iter()
-            .find(|h| h.key == HDR_JOB)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_string)
+        decode_provenance(provenance_value(msg)?).map(|(_, job)| job.to_string())
     }
 
-    /// Reads provenance headers from a message, if present and well-formed.
+    /// Reads the provenance header of a message, if present, well-formed and sequenced.
     pub fn of<M: Message>(msg: &M) -> Option<Provenance> {
-        let headers = msg.headers()?;
-        let (mut partition, mut offset, mut seq) = (None, None, None);
-        for h in headers.iter() {
-            let v = h.value.and_then(|v| std::str::from_utf8(v).ok());
-            match h.key {
-                HDR_SRC_PARTITION => partition = v.and_then(|v| v.parse().ok()),
-                HDR_SRC_OFFSET => offset = v.and_then(|v| v.parse().ok()),
-                HDR_SEQ => seq = v.and_then(|v| v.parse().ok()),
-                _ => {}
-            }
-        }
+        let (origin, _) = decode_provenance(provenance_value(msg)?)?;
         Some(Provenance {
-            partition: partition?,
-            offset: offset?,
-            seq: seq?,
+            partition: origin.partition,
+            offset: origin.offset,
+            seq: origin.seq?,
         })
     }
+}
+
+fn provenance_value<M: Message>(msg: &M) -> Option<&[u8]> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == HDR_PROVENANCE)
+        .and_then(|h| h.value)
+}
+
+/// Writes `PARTITION:OFFSET:SEQ:JOB` (SEQ empty when the output has none) into `out`.
+pub fn encode_provenance(origin: &super::job::Origin, job: &str, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(itoa::Buffer::new().format(origin.partition).as_bytes());
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(origin.offset).as_bytes());
+    out.push(b':');
+    if let Some(seq) = origin.seq {
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    }
+    out.push(b':');
+    out.extend_from_slice(job.as_bytes());
+}
+
+/// Parses a provenance header value; `None` if it is not `PARTITION:OFFSET:SEQ:JOB`.
+pub fn decode_provenance(value: &[u8]) -> Option<(super::job::Origin, &str)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut fields = text.splitn(4, ':');
+    let partition = fields.next()?.parse().ok()?;
+    let offset = fields.next()?.parse().ok()?;
+    let seq = match fields.next()? {
+        "" => None,
+        s => Some(s.parse().ok()?),
+    };
+    let job = fields.next()?;
+    Some((
+        super::job::Origin {
+            partition,
+            offset,
+            seq,
+        },
+        job,
+    ))
 }
 
 /// Number of partitions of `topic`.
@@ -519,7 +527,56 @@ pub fn read_topic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::job::Origin;
     use clap::Parser;
+
+    #[test]
+    fn provenance_is_one_compact_header_that_round_trips() {
+        let mut scratch = Vec::new();
+        let cases = [
+            (
+                Origin {
+                    partition: 3,
+                    offset: 120_457,
+                    seq: Some(98_812),
+                },
+                "match-maker",
+                "3:120457:98812:match-maker",
+            ),
+            (
+                Origin {
+                    partition: 0,
+                    offset: -1,
+                    seq: None,
+                },
+                "match-maker",
+                "0:-1::match-maker",
+            ),
+            (
+                Origin {
+                    partition: i32::MAX,
+                    offset: i64::MAX,
+                    seq: Some(u64::MAX),
+                },
+                "a:b",
+                "2147483647:9223372036854775807:18446744073709551615:a:b",
+            ),
+        ];
+        for (origin, job, text) in cases {
+            encode_provenance(&origin, job, &mut scratch);
+            assert_eq!(std::str::from_utf8(&scratch).unwrap(), text);
+            assert_eq!(decode_provenance(&scratch), Some((origin, job)));
+            let headers = Provenance::headers(&origin, job, &mut scratch);
+            assert_eq!(headers.count(), 1);
+            assert_eq!(headers.get(0).key, HDR_PROVENANCE);
+            assert_eq!(headers.get(0).value, Some(text.as_bytes()));
+        }
+        for bad in [
+            "", "1:2", "x:2:3:j", "1:x:3:j", "1:2:x:j", "1:2:3", "1:2:-3:j",
+        ] {
+            assert_eq!(decode_provenance(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     #[derive(Parser)]
     struct Cli {

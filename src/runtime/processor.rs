@@ -172,7 +172,9 @@ impl Options {
 struct Deliveries {
     failed: AtomicBool,
     /// (topic, partition) → highest offset delivered.
-    reached: Mutex<HashMap<(String, i32), i64>>,
+    /// Topic → partition → highest offset delivered (looked up by `&str`: no allocation per
+    /// delivery report).
+    reached: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
 
 struct ProduceContext {
@@ -192,9 +194,11 @@ impl ProducerContext for ProduceContext {
                     .reached
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                let e = reached
-                    .entry((m.topic().to_string(), m.partition()))
-                    .or_insert(-1);
+                let partitions = match reached.get_mut(m.topic()) {
+                    Some(partitions) => partitions,
+                    None => reached.entry(m.topic().to_string()).or_default(),
+                };
+                let e = partitions.entry(m.partition()).or_insert(-1);
                 *e = (*e).max(m.offset());
             }
             // Purged by an abort: the transaction is redone from the last commit.
@@ -376,6 +380,9 @@ struct Txn<'a> {
     /// `_STATE` once a transaction needs an abort, e.g. after a fenced epoch or out-of-order
     /// sequence): the rest of the batch sends nothing and [`Ctx::commit`] aborts and rebuilds.
     failed: bool,
+    /// The provenance header's value is formatted here (librdkafka copies it): no allocation
+    /// of ours per record.
+    header: Vec<u8>,
 }
 
 impl<'a> Txn<'a> {
@@ -385,6 +392,7 @@ impl<'a> Txn<'a> {
             enabled,
             open: false,
             failed: false,
+            header: Vec::with_capacity(64),
         }
     }
 
@@ -425,6 +433,12 @@ struct KafkaSink<'a, 'b> {
     txn: &'b mut Txn<'a>,
 }
 
+impl<'a, 'b> KafkaSink<'a, 'b> {
+    fn new(txn: &'b mut Txn<'a>) -> Self {
+        KafkaSink { txn }
+    }
+}
+
 fn send_record(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
     loop {
         match producer.send(record) {
@@ -462,7 +476,7 @@ impl Sink for KafkaSink<'_, '_> {
         let mut record = BaseRecord::to(topic)
             .partition(partition)
             .payload(payload)
-            .headers(Provenance::headers(&origin, job))
+            .headers(Provenance::headers(&origin, job, &mut self.txn.header))
             .timestamp(timestamp_ms);
         if !key.is_empty() {
             record = record.key(key);
@@ -786,7 +800,7 @@ impl<J: Job> Ctx<'_, J> {
             key: m.key().unwrap_or(&[]),
             payload: m.payload().unwrap_or(&[]),
         };
-        let mut sink = KafkaSink { txn };
+        let mut sink = KafkaSink::new(txn);
         let (mut out, state) = Self::emitter(
             slot,
             &mut sink,
@@ -812,7 +826,7 @@ impl<J: Job> Ctx<'_, J> {
             if !touched && !recovered {
                 continue;
             }
-            let mut sink = KafkaSink { txn: &mut *txn };
+            let mut sink = KafkaSink::new(&mut *txn);
             let (mut out, state) = Self::emitter(
                 slot,
                 &mut sink,
@@ -854,7 +868,7 @@ impl<J: Job> Ctx<'_, J> {
         ps.sort_unstable();
         for p in ps {
             let slot = self.slots.get_mut(&p).expect("present");
-            let mut sink = KafkaSink { txn: &mut *txn };
+            let mut sink = KafkaSink::new(&mut *txn);
             let (mut out, state) = Self::emitter(
                 slot,
                 &mut sink,
@@ -917,7 +931,8 @@ impl<J: Job> Ctx<'_, J> {
                                 .and_then(|m| m.positions.get(i)?.get(q as usize).copied())
                                 .unwrap_or(-1);
                             reached
-                                .get(&(name.clone(), q))
+                                .get(name)
+                                .and_then(|r| r.get(&q))
                                 .map_or(previous, |o| previous.max(o + 1))
                         })
                         .collect()

@@ -78,8 +78,10 @@ pub mod json_decimal {
         st.end()
     }
 
+    /// Reads the number's text borrowed from the input (no allocation): works with serde_json's
+    /// `from_slice`/`from_str`, which is how every message is read.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        let raw: &RawValue = Deserialize::deserialize(d)?;
         decimal_from_json(raw.get())
             .ok_or_else(|| serde::de::Error::custom(format!("not a decimal: {}", raw.get())))
     }
@@ -96,7 +98,7 @@ pub mod json_decimal {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-            let raw: Option<Box<RawValue>> = Deserialize::deserialize(d)?;
+            let raw: Option<&RawValue> = Deserialize::deserialize(d)?;
             match raw {
                 None => Ok(None),
                 Some(raw) => decimal_from_json(raw.get()).map(Some).ok_or_else(|| {

@@ -7,6 +7,7 @@ use kappa_engine::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// Globally unique trade id: the match-maker partition in the high digits, the engine's trade
 /// number below (`3_000_000_000_123` = trade 123 of partition 3).
@@ -50,6 +51,25 @@ impl TradeMessage {
             ts_ms,
         }
     }
+}
+
+/// The fields of a `trades` message that the analytics use, borrowed from the payload (names
+/// allocate only if they contain JSON escapes, decimals never): what the SMA and profit
+/// calculators decode per trade. Fields they do not use (ids, aggressor) are skipped unread, so a
+/// trade missing them is still analysed — a tolerant reader of its own topic.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct TradeFields<'a> {
+    #[serde(borrow)]
+    pub instrument: Cow<'a, str>,
+    #[serde(with = "json_decimal")]
+    pub price: Decimal,
+    #[serde(with = "json_decimal")]
+    pub quantity: Decimal,
+    #[serde(borrow)]
+    pub buyer: Cow<'a, str>,
+    #[serde(borrow)]
+    pub seller: Cow<'a, str>,
+    pub ts_ms: i64,
 }
 
 /// Writes the `trades` message of engine trade `t` straight into `out`: byte for byte what

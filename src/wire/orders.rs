@@ -62,27 +62,38 @@ pub struct ParsedOrder {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOrder<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     action: Option<Cow<'a, str>>,
     id: u64,
     #[serde(borrow)]
     instrument: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     trxn_type: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     quantity: Option<&'a RawValue>,
     #[serde(default, borrow)]
     price: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     order_timestamp: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     trader: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     order_type: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_str")]
     time_in_force: Option<Cow<'a, str>>,
     #[serde(default)]
     post_only: Option<bool>,
+}
+
+/// An optional string borrowed from the input when it has no escapes. serde borrows a plain
+/// `Cow<str>` field with `#[serde(borrow)]`, but an `Option<Cow<str>>` always comes back owned
+/// (an allocation per present field per order; `tests/memory.rs` caught it).
+fn optional_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed>::deserialize(d)?.map(|b| b.0))
 }
 
 fn decimal_field(
