@@ -8,10 +8,12 @@
 //!     cargo bench --bench codec
 
 use kappa_engine::{Engine, EventBody, Instruments};
+use kappa_exchange::analytics::TradeDecoder;
 use kappa_exchange::config::load_instruments;
 use kappa_exchange::generator::{flow, FlowConfig};
 use kappa_exchange::wire::{
-    parse_order, write_order_update, write_trade, OrderEventMessage, OrderMessage, TradeMessage,
+    parse_order, write_order_update, write_trade, OrderEventMessage, OrderMessage, TradeFields,
+    TradeMessage,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -210,6 +212,41 @@ fn main() {
             buf.clear();
             write_order_update(black_box(u), None, &instruments, ts, &mut buf);
             black_box(&buf);
+        }),
+    );
+
+    println!("-- read `trades` (the analytics jobs' decode)");
+    let trade_bytes: Vec<Vec<u8>> = trades
+        .iter()
+        .map(|t| {
+            let mut b = Vec::new();
+            write_trade(t, &instruments, 0, ts, &mut b);
+            b
+        })
+        .collect();
+    line(
+        "serde_json  TradeMessage (owned; before issue 14)",
+        time(&trade_bytes, |b| {
+            let _ = black_box(serde_json::from_slice::<TradeMessage>(black_box(b)));
+        }),
+    );
+    line(
+        "serde_json  TradeFields (borrowed, used fields)",
+        time(&trade_bytes, |b| {
+            let _ = black_box(serde_json::from_slice::<TradeFields>(black_box(b)));
+        }),
+    );
+    line(
+        "fast path   TradeFields::parse (now)",
+        time(&trade_bytes, |b| {
+            let _ = black_box(TradeFields::parse(black_box(b)));
+        }),
+    );
+    let mut decoder = TradeDecoder::new(instruments.clone(), usize::MAX);
+    line(
+        "TradeDecoder::decode (parse + ticks, lots, traders)",
+        time(&trade_bytes, |b| {
+            let _ = black_box(decoder.decode(black_box(b)));
         }),
     );
 }

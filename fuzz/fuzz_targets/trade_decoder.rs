@@ -14,6 +14,11 @@ use std::sync::OnceLock;
 fuzz_target!(|data: &[u8]| {
     static INSTRUMENTS: OnceLock<kappa_engine::Instruments> = OnceLock::new();
     let instruments = INSTRUMENTS.get_or_init(|| load_instruments(None).unwrap());
+    // The trade fast path reads what serde_json reads, or declines.
+    if let Some(fast) = kappa_exchange::wire::TradeFields::parse_canonical(data) {
+        let slow = serde_json::from_slice::<kappa_exchange::wire::TradeFields>(data).ok();
+        assert_eq!(Some(fast), slow);
+    }
     let mut decoder = TradeDecoder::new(instruments.clone(), 4);
     if let Ok(row) = decoder.decode(data) {
         assert!((row.instrument as usize) < instruments.len());

@@ -17,7 +17,7 @@ use kappa_analytics::{TradeRow, WindowSpec};
 use kappa_engine::{InstrumentId, Instruments};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -191,7 +191,8 @@ pub fn admit(
 #[serde(from = "DecoderState", into = "DecoderState")]
 pub struct TradeDecoder {
     instruments: Instruments,
-    ids: HashMap<String, u32>,
+    /// Fx: trader names are short, and the map is bounded by `max_traders`.
+    ids: FxHashMap<String, u32>,
     names: Vec<String>,
     /// `None`: traders are not interned.
     max_traders: Option<usize>,
@@ -234,7 +235,7 @@ impl TradeDecoder {
     pub fn new(instruments: Instruments, max_traders: usize) -> Self {
         TradeDecoder {
             instruments,
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
             names: Vec::new(),
             max_traders: Some(max_traders),
         }
@@ -293,7 +294,7 @@ impl TradeDecoder {
     /// Decodes one `trades` message: only the fields the analytics use, borrowed from the payload
     /// ([`TradeFields`]); returns the row and the instrument's id.
     pub fn decode(&mut self, payload: &[u8]) -> Result<TradeRow, InputError> {
-        let t: TradeFields = serde_json::from_slice(payload).map_err(|e| InputError {
+        let t = TradeFields::parse(payload).map_err(|e| InputError {
             reason: "invalid_trade",
             detail: e.to_string(),
         })?;

@@ -33,9 +33,45 @@ pub fn decimal_from_json(raw: &str) -> Option<Decimal> {
     if text.is_empty() || text == "null" {
         return None;
     }
+    if let Some(d) = plain_decimal(text) {
+        return Some(d);
+    }
     Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
         .ok()
+}
+
+/// `-?[0-9]+(\.[0-9]+)?` with at most 18 digits, read straight into mantissa and scale — the
+/// same value and scale as `Decimal::from_str` (tested), without its general parser: prices and
+/// quantities on the wire are almost always this short.
+fn plain_decimal(text: &str) -> Option<Decimal> {
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let (mut mantissa, mut scale, mut seen_point, mut count) = (0i64, 0u32, false, 0);
+    for (i, &b) in digits.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                if count == 18 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + i64::from(b - b'0');
+                count += 1;
+                scale += u32::from(seen_point);
+            }
+            // A point between digits, once.
+            b'.' if !seen_point && i > 0 && i + 1 < digits.len() => seen_point = true,
+            _ => return None,
+        }
+    }
+    Some(Decimal::new(
+        if negative { -mantissa } else { mantissa },
+        scale,
+    ))
 }
 
 /// Serde helpers writing a `Decimal` as a JSON number with its exact text, and reading it back

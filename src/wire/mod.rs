@@ -30,6 +30,166 @@ mod tests {
     use kappa_engine::{Command, FixedStr, OrderType, Side, TimeInForce};
     use rust_decimal::Decimal;
 
+    /// Short plain decimals skip `Decimal::from_str`, and must come out identical to it: value,
+    /// scale and sign bit (`serialize()` is the 16-byte representation).
+    #[test]
+    fn plain_decimals_read_exactly_as_the_general_parser() {
+        use rand::{Rng, SeedableRng};
+        use std::str::FromStr;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(15);
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "0.00",
+            "-0.00",
+            "15.05",
+            "3.0",
+            "007",
+            "0.5",
+            "-12.340",
+            "999999999999999999",
+            "9999999999999999999",
+            "99999999999999999.99",
+            "1.",
+            ".5",
+            "1..2",
+            "-",
+            "",
+            "1e3",
+            "+1",
+            "12345678901234567.8",
+            "0.000000000000000001",
+            "-9223372036854775808",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20_000 {
+            let len = rng.random_range(1..22);
+            let mut t: String = (0..len)
+                .map(|_| b"0123456789"[rng.random_range(0..10)] as char)
+                .collect();
+            if rng.random_bool(0.7) {
+                t.insert(rng.random_range(0..=t.len()), '.');
+            }
+            if rng.random_bool(0.3) {
+                t.insert(0, '-');
+            }
+            cases.push(t);
+        }
+        for c in &cases {
+            let ours = decimal_from_json(c).map(|d| d.serialize());
+            let general = rust_decimal::Decimal::from_str(c.trim())
+                .or_else(|_| rust_decimal::Decimal::from_scientific(c.trim()))
+                .ok()
+                .map(|d| d.serialize());
+            assert_eq!(ours, general, "{c:?}");
+        }
+    }
+
+    /// The trade fast path reads exactly what serde_json reads: for canonical messages (which it
+    /// must take) and for every mutation of them (where it may only decline or agree).
+    #[test]
+    fn trade_fast_path_agrees_with_serde_on_every_input() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let names = [
+            "A",
+            "TRADER-000042",
+            "é名",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "",
+            "x y",
+        ];
+        let numbers = [
+            "15.05",
+            "0",
+            "3.0",
+            "-2",
+            "1e3",
+            "0.1000000000000000055511151231257827",
+            "7E-2",
+        ];
+        let (mut canonical, mut agreed, mut declined) = (0, 0, 0);
+        for n in 0..20_000 {
+            let m = TradeMessage {
+                trade_id: rng.random(),
+                instrument: ["TCS", "INFY", "T\"CS"][rng.random_range(0..3)].into(),
+                price: numbers[rng.random_range(0..numbers.len())]
+                    .parse()
+                    .unwrap_or_default(),
+                quantity: Decimal::new(rng.random_range(-5..500), rng.random_range(0..4)),
+                buyer: names[rng.random_range(0..names.len())].into(),
+                seller: names[rng.random_range(0..names.len())].into(),
+                buy_order_id: rng.random(),
+                sell_order_id: rng.random(),
+                aggressor: ["BUY", "SELL"][rng.random_range(0..2)].into(),
+                ts_ms: rng.random_range(-5..i64::MAX),
+            };
+            let mut bytes = serde_json::to_vec(&m).unwrap();
+            // Numbers in every JSON spelling the writer could use.
+            if n % 3 == 0 {
+                let text = String::from_utf8(bytes).unwrap().replacen(
+                    &format!("\"price\":{}", m.price),
+                    &format!("\"price\":{}", numbers[rng.random_range(0..numbers.len())]),
+                    1,
+                );
+                bytes = text.into_bytes();
+            }
+            let plain = !bytes.contains(&b'\\');
+            let fast = TradeFields::parse_canonical(&bytes);
+            let slow = serde_json::from_slice::<TradeFields>(&bytes).ok();
+            if plain {
+                assert!(
+                    fast.is_some(),
+                    "the canonical form takes the fast path: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                canonical += 1;
+            }
+            assert!(
+                fast.is_none() || fast == slow,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            // Mutations: a byte changed, inserted or removed, or the message cut short.
+            for _ in 0..8 {
+                let mut x = bytes.clone();
+                let at = rng.random_range(0..x.len());
+                match rng.random_range(0..4) {
+                    0 => x[at] = b"0123456789-+.eE\"\\{}:, x\x01\xff"[rng.random_range(0..22)],
+                    1 => x.insert(at, b"0 .e\"\\-"[rng.random_range(0..7)]),
+                    2 => {
+                        x.remove(at);
+                    }
+                    _ => x.truncate(at),
+                }
+                let fast = TradeFields::parse_canonical(&x);
+                let slow = serde_json::from_slice::<TradeFields>(&x).ok();
+                match fast {
+                    Some(_) => {
+                        assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&x));
+                        agreed += 1;
+                    }
+                    None => declined += 1,
+                }
+            }
+        }
+        assert!(
+            canonical > 3_000 && agreed > 5_000 && declined > 10_000,
+            "{canonical} {agreed} {declined}"
+        );
+        // The seed's numbers as strings, whitespace, another key order: serde's path, same fields.
+        let other = br#"{ "ts_ms":5, "instrument":"TCS","price":"15.05","quantity":3,"buyer":"A","seller":"B"}"#;
+        assert_eq!(TradeFields::parse_canonical(other), None);
+        assert_eq!(
+            TradeFields::parse(other).unwrap().price,
+            Decimal::new(1505, 2)
+        );
+    }
+
     #[test]
     fn rejects_are_bounded_whatever_the_input() {
         let source = || SourceRef {
