@@ -82,6 +82,19 @@ impl Ratio {
         })
     }
 
+    /// The same value in lowest terms.
+    pub fn reduced(self) -> Ratio {
+        let g = gcd_u256(self.num.unsigned_abs(), self.den.unsigned_abs());
+        if g <= 1 {
+            return self;
+        }
+        let g = g.as_i256();
+        Ratio {
+            num: self.num / g,
+            den: self.den / g,
+        }
+    }
+
     /// `self × factor`, rounded half to even at `dp` decimal places: the exact value rounded
     /// once. `None` if an intermediate does not fit 256 bits or the result does not fit a
     /// `Decimal` (96-bit mantissa), or if `dp > 28`.

@@ -60,21 +60,27 @@ pub enum FillError {
 /// before publication, where the caller rounds once ([`Ratio::round`]).
 ///
 /// ## Bounds
-/// Prices, fill quantities, the position and the volume are `i64`; `cash` and `notional` are
-/// `i128`, so they hold any `2^127 / 2^126` = 2 maximal fills and, for realistic ones (price and
-/// quantity below 2^40 each), more than 10^14 fills. Any of these leaving its range is a
-/// [`FillError::Overflow`] and the position is left unchanged — never a wrapped value.
+/// Prices, fill quantities, the position and the volume (all-time lots) are `i64`; `cash` and
+/// `notional` are `i128`. Since `|cash|`, `|notional|` ≤ volume × max |price| < 2^63 × 2^63 =
+/// 2^126, the volume is the first to overflow: a fill that would take it past `i64::MAX` is a
+/// [`FillError::Overflow`] and the position is left unchanged — never a wrapped value (the other
+/// sums are checked too). Published figures must also fit a `Decimal` (96-bit mantissa):
+/// [`Ratio::round`] says `None` rather than wrap.
 ///
-/// The average is a weighted mean of fill prices, so `|avg| < 2^63`. Its exact denominator,
-/// however, is unbounded in general: each add that follows a partial reduce can multiply it by up
-/// to the new quantity (average cost is not closed over bounded integers). It is kept exact while
-/// its lowest-terms denominator is at most [`AVG_DEN_MAX`] = 10^19; beyond that the average is
+/// The average is a weighted mean of fill prices, so `|avg| ≤ 2^63`. Its exact denominator,
+/// however, is unbounded in general: each add that follows a partial reduce can multiply it by the
+/// new quantity (average cost is not closed over bounded integers; a trader random-walking a
+/// position reaches any fixed bound within a handful of such adds). It is kept exact while its
+/// lowest-terms denominator is at most [`AVG_DEN_MAX`] = 10^19; beyond that the average is
 /// rounded half to even to a multiple of 10^-19 ticks (which keeps `avg_num` below
-/// 2^63 × 10^19 < 2^127) and [`avg_roundings`](Self::avg_roundings) counts it. The error this
-/// introduces is below 0.5 × 10^-19 ticks per rounding on the average (so below `|quantity|` ×
-/// 0.5 × 10^-19 ticks × lots on any P&L figure): twelve orders of magnitude below the published
-/// precision, and where the previous `Decimal` accounting rounded the average at every fill (28
-/// significant digits), this rounds only when an exact fraction no longer fits.
+/// 2^63 × 10^19 < 2^127) and stays on that grid — exact whenever the new average lies on it —
+/// until the position is flat or flips; [`avg_roundings`](Self::avg_roundings) counts the inexact
+/// roundings. Each moves the average by at most 0.5 × 10^-19 ticks, and later averages are
+/// weighted means that only damp earlier errors, so the average is off by at most
+/// `avg_roundings` × 10^-19 ticks and realized P&L by that × the lots traded: more than ten
+/// orders of magnitude below the published 6 places for realistic volumes. Total P&L
+/// (`cash + quantity × mark`) is exact regardless. The `Decimal` accounting this replaces
+/// rounded the average at every fill that did not divide exactly (28 significant digits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// Signed: positive long, negative short.
@@ -108,21 +114,46 @@ impl Default for Position {
 /// The average of `held` lots at `num / den` and `qty` more at `price`, as
 /// `(numerator, denominator, rounded)` with the denominator at most [`AVG_DEN_MAX`].
 /// `held + qty` must fit an `i64` (the caller checks the new position).
+///
+/// The new average is `(num × held + price × qty × den) / (den × (held + qty))`; the paths below
+/// compute it in the cheapest width that holds it. Every intermediate is bounded by
+/// `|average| × denominator` with `|average| <= 2^63` (a weighted mean of `i64` prices) or is
+/// checked.
 #[inline]
 fn add_to_average(num: i128, den: i128, held: u64, qty: i64, price: i64) -> (i128, i128, bool) {
-    let total = held as i128 + qty as i128;
+    const G: i128 = AVG_DEN_MAX;
+    let total = held as i128 + qty as i128; // <= 2^63
     let pq = price as i128 * qty as i128;
-    // Fast path: `den` divides `held` (always so while the position has only grown: then
-    // `num / den` is `cost / held`), and the new average is `(cost + pq) / total`.
+    // `den` divides `held` (always so while the position has only grown: then `num / den` is
+    // `cost / held`): the new average is `(cost + pq) / total`, no larger denominator.
     let den64 = den as u64; // den <= AVG_DEN_MAX < 2^64
     if held % den64 == 0 {
         let m = (held / den64) as i128;
         if let Some(cost) = num.checked_mul(m).and_then(|c| c.checked_add(pq)) {
-            // total <= 2^63 <= AVG_DEN_MAX
-            return (cost, total, false);
+            return (cost, total, false); // total <= 2^63 < AVG_DEN_MAX
         }
     }
-    // (num × held + pq × den) / (den × total), exactly, in lowest terms.
+    // The exact denominator fits: |numerator| <= 2^63 × den × total < 2^127. Lowest terms.
+    if let Some(d) = den.checked_mul(total).filter(|&d| d <= G) {
+        let n = num * held as i128 + pq * den;
+        let g = gcd_u64((n.unsigned_abs() % d as u128) as u64, d as u64) as i128;
+        return (n / g, d / g, false);
+    }
+    // The average is on the 1/G grid (it was rounded before): in grid units `a = avg × G`,
+    // the new one is `(a × held + price × G × qty) / total`, rounded to the grid unless exact.
+    if G % den == 0 {
+        let a = num * (G / den); // |a| <= 2^63 × G < 2^127
+        let n = (a.checked_mul(held as i128))
+            .zip((price as i128 * G).checked_mul(qty as i128))
+            .and_then(|(x, y)| x.checked_add(y));
+        if let Some(n) = n {
+            let q = n.div_euclid(total);
+            let r = n - q * total;
+            let up = 2 * r > total || (2 * r == total && q & 1 == 1);
+            return (q + up as i128, G, r != 0);
+        }
+    }
+    // Otherwise, exactly in 256 bits: lowest terms if the denominator fits, else the grid.
     let n = I256::new(num) * I256::new(held as i128) + I256::new(pq) * I256::new(den);
     let d = I256::new(den) * I256::new(total);
     let (mag, dm) = (n.unsigned_abs(), d.as_u256());
@@ -132,23 +163,44 @@ fn add_to_average(num: i128, den: i128, held: u64, qty: i64, price: i64) -> (i12
     };
     let g = g.as_i256();
     let (n, d) = (n / g, d / g);
-    if d <= I256::new(AVG_DEN_MAX) {
-        // |n| = |avg| × d < 2^63 × 10^19 < 2^127.
+    if d <= I256::new(G) {
+        // |n| <= 2^63 × d < 2^127.
         return (n.as_i128(), d.as_i128(), false);
     }
-    // Round to the nearest multiple of 1 / AVG_DEN_MAX (half to even), in lowest terms.
-    let scaled = n * I256::new(AVG_DEN_MAX); // |n| < 2^63 × d < 2^191; × 2^64 < 2^255
+    // Round to the nearest multiple of 1 / G, half to even (d > G, so it is inexact).
+    let scaled = n * I256::new(G); // |n| <= 2^63 × d < 2^191; × 2^64 < 2^255
     let q = scaled.div_euclid(d);
-    let r = scaled.rem_euclid(d);
+    let r = scaled - q * d;
     let twice = r * I256::new(2);
     let k = if twice > d || (twice == d && q & I256::ONE == I256::ONE) {
         q + I256::ONE
     } else {
         q
     };
-    let k = k.as_i128();
-    let g = gcd_u128(k.unsigned_abs(), AVG_DEN_MAX as u128) as i128;
-    (k / g, AVG_DEN_MAX / g, true)
+    (k.as_i128(), G, true)
+}
+
+/// Greatest common divisor (binary); `gcd(0, b) = b`.
+#[inline]
+fn gcd_u64(mut a: u64, mut b: u64) -> u64 {
+    if a == 0 {
+        return b;
+    }
+    if b == 0 {
+        return a;
+    }
+    let shift = (a | b).trailing_zeros();
+    a >>= a.trailing_zeros();
+    loop {
+        b >>= b.trailing_zeros();
+        if a > b {
+            std::mem::swap(&mut a, &mut b);
+        }
+        b -= a;
+        if b == 0 {
+            return a << shift;
+        }
+    }
 }
 
 impl Position {
