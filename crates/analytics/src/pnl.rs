@@ -32,6 +32,9 @@ use std::collections::BTreeMap;
 /// larger one is rounded to (see [`Position`]): 10^19 (< 2^64).
 pub const AVG_DEN_MAX: i128 = 10_000_000_000_000_000_000;
 
+/// Entries of the dense (trader, instrument) → slot table (16 MiB at most).
+const DENSE_MAX: usize = 1 << 22;
+
 /// Why a fill could not be applied (the position is left as it was).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FillError {
@@ -127,7 +130,7 @@ fn add_to_average(num: i128, den: i128, held: u64, qty: i64, price: i64) -> (i12
     // `den` divides `held` (always so while the position has only grown: then `num / den` is
     // `cost / held`): the new average is `(cost + pq) / total`, no larger denominator.
     let den64 = den as u64; // den <= AVG_DEN_MAX < 2^64
-    if held % den64 == 0 {
+    if held == 0 || (den64 <= held && held % den64 == 0) {
         let m = (held / den64) as i128;
         if let Some(cost) = num.checked_mul(m).and_then(|c| c.checked_add(pq)) {
             return (cost, total, false); // total <= 2^63 < AVG_DEN_MAX
@@ -141,8 +144,8 @@ fn add_to_average(num: i128, den: i128, held: u64, qty: i64, price: i64) -> (i12
     }
     // The average is on the 1/G grid (it was rounded before): in grid units `a = avg × G`,
     // the new one is `(a × held + price × G × qty) / total`, rounded to the grid unless exact.
-    if G % den == 0 {
-        let a = num * (G / den); // |a| <= 2^63 × G < 2^127
+    if den == G || G % den == 0 {
+        let a = if den == G { num } else { num * (G / den) }; // |a| <= 2^63 × G < 2^127
         let n = (a.checked_mul(held as i128))
             .zip((price as i128 * G).checked_mul(qty as i128))
             .and_then(|(x, y)| x.checked_add(y));
@@ -402,6 +405,9 @@ pub struct PnlEngine {
     slots: Vec<Slot>,
     /// (trader, instrument) → index in `slots`.
     index: FxHashMap<(u32, u32), u32>,
+    /// The same for `trader × instruments + instrument < DENSE_MAX` (`u32::MAX`: not cached
+    /// yet), filled as slots are looked up.
+    dense: Vec<u32>,
     last_price: FxHashMap<u32, i64>,
     /// Open windows by start.
     open: BTreeMap<i64, OpenWindow>,
@@ -417,6 +423,7 @@ impl PnlEngine {
             unit_value,
             slots: Vec::new(),
             index: FxHashMap::default(),
+            dense: Vec::new(),
             last_price: FxHashMap::default(),
             open: BTreeMap::new(),
             closed: Vec::new(),
@@ -503,6 +510,17 @@ impl PnlEngine {
     /// The slot of `(trader, instrument)`, created flat if new.
     #[inline]
     fn slot(&mut self, trader: u32, instrument: u32) -> usize {
+        // Dense ids (interned traders, instrument indexes) go through a table; others, and
+        // table misses, through the map.
+        let stride = self.unit_value.len().max(1);
+        let dense = ((instrument as usize) < stride)
+            .then(|| trader as usize * stride + instrument as usize)
+            .filter(|&k| k < DENSE_MAX);
+        if let Some(&s) = dense.and_then(|k| self.dense.get(k)) {
+            if s != u32::MAX {
+                return s as usize;
+            }
+        }
         let next = self.slots.len() as u32;
         let slot = *self.index.entry((trader, instrument)).or_insert(next);
         if slot == next {
@@ -513,6 +531,12 @@ impl PnlEngine {
                 cached_window: i64::MIN,
                 cached_entry: 0,
             });
+        }
+        if let Some(k) = dense {
+            if k >= self.dense.len() {
+                self.dense.resize(k + 1, u32::MAX);
+            }
+            self.dense[k] = slot;
         }
         slot as usize
     }
@@ -708,6 +732,7 @@ impl<'de> Deserialize<'de> for PnlEngine {
             unit_value: state.unit_value.into_owned(),
             slots,
             index,
+            dense: Vec::new(),
             last_price: state.last_price.into_iter().collect(),
             open,
             closed: state.closed.into_owned(),
