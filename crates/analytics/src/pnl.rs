@@ -844,6 +844,39 @@ mod tests {
     }
 
     #[test]
+    fn sparse_ids_take_the_map_and_agree_with_dense_ones() {
+        let spec = WindowSpec {
+            length_ms: 1_000,
+            lateness_ms: 0,
+        };
+        // Instrument 0 of 2 with dense trader ids; instrument 5 (past the unit values) and a
+        // huge trader id only through the map.
+        let ids = [(1, 2, 0), (u32::MAX, 7, 5), (1, u32::MAX - 1, 0)];
+        let mut e = PnlEngine::new(spec, vec![Decimal::ONE; 2]);
+        let mut trades = Vec::new();
+        for k in 0..60 {
+            let (b, s, i) = ids[k % 3];
+            let (b, s) = if k % 4 == 0 { (s, b) } else { (b, s) };
+            trades.push(trade(i, 10 * k as i64, 100 + (k as i64 % 7), b, s));
+        }
+        e.push(&trades).unwrap();
+        let mut want: BTreeMap<(u32, u32), Position> = BTreeMap::new();
+        for t in &trades {
+            for (who, buy) in [(t.buyer, true), (t.seller, false)] {
+                let p = want.entry((who, t.instrument)).or_default();
+                p.fill(buy, t.quantity, t.price).unwrap();
+            }
+        }
+        assert_eq!(e.slots.len(), want.len());
+        for (&(t, i), p) in &want {
+            assert_eq!(e.position(t, i), Some(p), "{t} {i}");
+        }
+        assert!(e.dense.len() <= 3 * 2, "only dense ids in the table");
+        let restored = restore(&e);
+        assert_eq!(restored.position(u32::MAX, 5), e.position(u32::MAX, 5));
+    }
+
+    #[test]
     fn averages_stay_cost_over_quantity_while_a_position_grows() {
         let mut p = Position::default();
         p.fill(true, 1, 100).unwrap();
