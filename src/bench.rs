@@ -414,7 +414,7 @@ pub fn run_analytics(cfg: &AnalyticsBenchConfig, instruments: &Instruments) -> a
     n_rows += pnl.flush()?.rows.len();
     let s = t.elapsed().as_secs_f64();
     println!(
-        "P&L (sequential + Polars windows)       {:>6.2} M trades/s  ({} pnl rows, {:.2}s)",
+        "P&L (integer accounting + windows)      {:>6.2} M trades/s  ({} pnl rows, {:.2}s)",
         rows.len() as f64 / s / 1e6,
         n_rows,
         s

@@ -8,7 +8,7 @@ mod support;
 /// OHLC, volume and trade count of one bar, keyed by (instrument, window start).
 type BarValues = (Decimal, Decimal, Decimal, Decimal, Decimal, i64);
 
-use kappa_analytics::{BarEngine, Position, WindowSpec};
+use kappa_analytics::{BarEngine, Position, Ratio, WindowSpec};
 use kappa_exchange::analytics::TradeDecoder;
 use kappa_exchange::config;
 use kappa_exchange::runtime::kafka::{read_range, read_topic, Provenance};
@@ -206,11 +206,13 @@ fn analytics_jobs_end_to_end(on: On) {
             positions
                 .entry((decoder.trader(t.buyer).to_string(), sym.clone()))
                 .or_default()
-                .fill(true, t.quantity, t.price);
+                .fill(true, t.quantity, t.price)
+                .unwrap();
             positions
                 .entry((decoder.trader(t.seller).to_string(), sym))
                 .or_default()
-                .fill(false, t.quantity, t.price);
+                .fill(false, t.quantity, t.price)
+                .unwrap();
         }
     }
     assert_eq!(
@@ -230,7 +232,7 @@ fn analytics_jobs_end_to_end(on: On) {
         let unit = instruments.spec(id).tick_size * instruments.spec(id).lot_size;
         assert_eq!(
             m.realized,
-            (pos.realized * unit).round_dp(6),
+            pos.realized().round(unit, 6).unwrap(),
             "{trader} {sym} realized"
         );
         assert_eq!(m.total, m.realized + m.unrealized);
@@ -278,8 +280,10 @@ fn analytics_jobs_end_to_end(on: On) {
             let unit = instruments.spec(id).tick_size * instruments.spec(id).lot_size;
             for ((trader, s), pos) in &positions {
                 if *s == sym {
+                    let total = pos.realized().checked_add(pos.unrealized(price).unwrap());
+                    assert_eq!(total, Some(Ratio::int(pos.total(price).unwrap())));
                     *want.entry(trader.clone()).or_default() +=
-                        (pos.realized + pos.unrealized(Decimal::from(price))) * unit;
+                        Decimal::from_i128_with_scale(pos.total(price).unwrap(), 0) * unit;
                 }
             }
         }

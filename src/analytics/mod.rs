@@ -341,6 +341,11 @@ impl TradeDecoder {
         crate::wire::money(ticks * self.instruments.spec(InstrumentId(i as u16)).tick_size)
     }
 
+    /// Tick size of instrument `i`.
+    pub fn tick_size(&self, i: u32) -> Decimal {
+        self.instruments.spec(InstrumentId(i as u16)).tick_size
+    }
+
     /// Quantity of `lots` of instrument `i`.
     pub fn qty(&self, i: u32, lots: i64) -> Decimal {
         let q = self

@@ -2,8 +2,8 @@
 //! `analytics` (`kind` `pnl`, key = trader; and `leaderboard`, key `leaderboard`).
 //!
 //! Each trade is a buy for one trader and a sell for another; [`kappa_analytics::PnlEngine`]
-//! keeps average-cost positions (sequential, exact decimals) and aggregates each window's
-//! activity with Polars. At every window close it reports each trader/instrument that traded,
+//! keeps average-cost positions (sequential, exact integers and fractions, rounded once when
+//! published) and each window's activity. At every window close it reports each trader/instrument that traded,
 //! marked to the last trade price and to the latest SMA of the shortest configured length (the
 //! job runs its own [`kappa_analytics::BarEngine`] over the same trades for that).
 //!
@@ -27,9 +27,9 @@ use crate::runtime::processor;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::snapshot;
 use crate::topics::Topics;
-use crate::wire::{PnlMessage, TotalsMessage, TraderTotal};
+use crate::wire::{money_exact, PnlMessage, TotalsMessage, TraderTotal};
 use kappa_analytics::parquet::{window_file, write_table, Values};
-use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, TradeRow, WindowTotals};
+use kappa_analytics::{BarEngine, Clock, PnlEngine, PnlRow, Ratio, TradeRow, WindowTotals};
 use kappa_engine::Instruments;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -74,32 +74,48 @@ impl ProfitJob {
         }
     }
 
-    fn pnl_message(st: &ProfitState, r: &PnlRow, sma_mark: Option<Decimal>) -> PnlMessage {
+    /// The message of one row: exact amounts rounded once, by the money rounding rule.
+    fn pnl_message(
+        st: &ProfitState,
+        r: &PnlRow,
+        sma_mark: Option<Decimal>,
+    ) -> anyhow::Result<PnlMessage> {
         let (d, pnl) = (&st.decoder, &st.pnl);
         let i = r.instrument;
         let p = &r.position;
-        let money = |x: Decimal| round(pnl.money(i, x));
-        let mark = Decimal::from(r.mark);
-        let unrealized = money(p.unrealized(mark));
-        let realized = money(p.realized);
-        PnlMessage {
+        let unit = pnl.unit_value(i);
+        let trader = d.trader(r.trader);
+        let rounded = |x: Option<Ratio>, factor: Decimal, what: &str| {
+            x.and_then(|x| money_exact(x, factor)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{what} of {trader} in {} does not fit a decimal",
+                    d.symbol(i)
+                )
+            })
+        };
+        let money = |x: Option<Ratio>, what: &str| rounded(x, unit, what);
+        let unrealized = money(p.unrealized(r.mark), "unrealized P&L")?;
+        let realized = money(Some(p.realized()), "realized P&L")?;
+        Ok(PnlMessage {
             kind: "pnl".into(),
-            trader: d.trader(r.trader).to_string(),
+            trader: trader.to_string(),
             instrument: d.symbol(i),
             end_ms: r.window_end,
             position: d.qty(i, p.quantity),
-            avg_price: d.price_of(i, p.avg_price),
+            avg_price: rounded(Some(p.avg_price()), d.tick_size(i), "average price")?,
             realized,
             unrealized,
             total: realized + unrealized,
             mark: d.price(i, r.mark),
             mark_sma: sma_mark.map(|s| d.price_of(i, s)),
-            unrealized_sma: sma_mark.map(|s| money(p.unrealized(s))),
+            unrealized_sma: sma_mark
+                .map(|s| money(p.unrealized(s), "unrealized P&L at the SMA"))
+                .transpose()?,
             volume: d.qty(i, p.volume),
-            notional: round(pnl.money(i, Decimal::from(p.notional))),
+            notional: money(Some(Ratio::int(p.notional)), "notional")?,
             window_bought: d.qty(i, r.window_bought),
             window_sold: d.qty(i, r.window_sold),
-        }
+        })
     }
 
     /// Publishes, window by window, the P&L rows then the totals (keeping SMA marks current as
@@ -152,7 +168,7 @@ impl ProfitJob {
                 next_bar += 1;
             }
             while let Some(r) = rows.next_if(|r| r.window_end == window) {
-                let msg = Self::pnl_message(st, r, st.sma_mark.get(&r.instrument).copied());
+                let msg = Self::pnl_message(st, r, st.sma_mark.get(&r.instrument).copied())?;
                 out.set_event_time(r.window_end);
                 out.emit(ANALYTICS, msg.trader.as_bytes(), &msg)?;
                 out.count_items(1);

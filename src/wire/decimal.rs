@@ -23,6 +23,14 @@ pub fn money(d: Decimal) -> Decimal {
         .normalize()
 }
 
+/// The money rounding rule applied once to an exact value: `exact × factor` (e.g. ticks × lots ×
+/// the instrument's money per tick × lot) rounded to [`MONEY_DP`] places, half to even, trailing
+/// zeros dropped — what [`money`] gives for the same value when it is a `Decimal`. `None` if the
+/// result does not fit a `Decimal`.
+pub fn money_exact(exact: kappa_analytics::Ratio, factor: Decimal) -> Option<Decimal> {
+    exact.round(factor, MONEY_DP).map(|d| d.normalize())
+}
+
 /// Parses the exact decimal text of a JSON number (or numeric string).
 pub fn decimal_from_json(raw: &str) -> Option<Decimal> {
     let text = raw.trim();

@@ -5,7 +5,9 @@
 //!
 //! - [`window`]: event-time tumbling windows, watermark, lateness.
 //! - [`bars`]: OHLCV bars per instrument and window, and simple moving averages of the close.
-//! - [`pnl`]: positions and realized/unrealized P&L per trader and instrument (average cost).
+//! - [`pnl`]: positions and realized/unrealized P&L per trader and instrument (average cost), in
+//!   exact integer accounting (a sequential per-trade loop in plain Rust, not Polars).
+//! - [`exact`]: the exact rationals P&L figures are published from, rounded once.
 //! - [`parquet`]: result tables to Parquet files.
 //!
 //! Trades come in as [`TradeRow`]s in integer units (ticks, lots) so the aggregation is exact;
@@ -17,12 +19,14 @@
 
 pub mod bars;
 mod columns;
+pub mod exact;
 pub mod parquet;
 pub mod pnl;
 pub mod window;
 
 pub use bars::{Bar, BarEngine, BarsOutput};
-pub use pnl::{PnlEngine, PnlOutput, PnlRow, Position, WindowTotals};
+pub use exact::Ratio;
+pub use pnl::{FillError, PnlEngine, PnlOutput, PnlRow, Position, WindowTotals, AVG_DEN_MAX};
 pub use window::{Clock, WindowSpec};
 
 use serde::{Deserialize, Serialize};
@@ -46,4 +50,7 @@ pub use polars;
 /// Version of the engines' serialized state ([`BarEngine`], [`PnlEngine`], [`Clock`] with serde):
 /// bumped whenever a change makes an older snapshot mean something else, so a job refuses to
 /// restore it instead of diverging.
-pub const STATE_VERSION: u32 = 1;
+///
+/// 2: P&L positions in integers (exact average as a fraction, cash flows), per-window activity
+/// accumulated per trade instead of a Polars frame.
+pub const STATE_VERSION: u32 = 2;

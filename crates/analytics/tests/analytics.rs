@@ -2,7 +2,7 @@
 // Expected values are written as wide tuples so each row reads like a table line.
 #![allow(clippy::type_complexity)]
 
-use kappa_analytics::{Bar, BarEngine, PnlEngine, Position, TradeRow, WindowSpec};
+use kappa_analytics::{Bar, BarEngine, PnlEngine, Position, Ratio, TradeRow, WindowSpec};
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
@@ -31,6 +31,10 @@ fn trade(
 
 fn d(v: i64) -> Decimal {
     Decimal::from(v)
+}
+
+fn r(v: i64) -> Ratio {
+    Ratio::from(v)
 }
 
 #[test]
@@ -138,24 +142,36 @@ fn late_trades_are_returned_not_dropped() {
 #[test]
 fn average_cost_walk_through_with_a_flip_from_long_to_short() {
     let mut p = Position::default();
-    p.fill(true, 10, 100);
-    p.fill(true, 10, 110);
-    assert_eq!((p.quantity, p.avg_price, p.realized), (20, d(105), d(0)));
-    p.fill(false, 15, 120); // sell 15: realize 15 × (120 − 105)
-    assert_eq!((p.quantity, p.avg_price, p.realized), (5, d(105), d(225)));
-    assert_eq!(p.unrealized(d(125)), d(100));
-    p.fill(false, 10, 90); // close 5 at a loss of 5 × 15, open short 5 at 90
-    assert_eq!((p.quantity, p.avg_price, p.realized), (-5, d(90), d(150)));
+    let fill = |p: &mut Position, buy, qty, price| p.fill(buy, qty, price).unwrap();
+    fill(&mut p, true, 10, 100);
+    fill(&mut p, true, 10, 110);
     assert_eq!(
-        p.unrealized(d(80)),
-        d(50),
+        (p.quantity, p.avg_price(), p.realized()),
+        (20, r(105), r(0))
+    );
+    fill(&mut p, false, 15, 120); // sell 15: realize 15 × (120 − 105)
+    assert_eq!(
+        (p.quantity, p.avg_price(), p.realized()),
+        (5, r(105), r(225))
+    );
+    assert_eq!(p.unrealized(125), Some(r(100)));
+    fill(&mut p, false, 10, 90); // close 5 at a loss of 5 × 15, open short 5 at 90
+    assert_eq!(
+        (p.quantity, p.avg_price(), p.realized()),
+        (-5, r(90), r(150))
+    );
+    assert_eq!(
+        p.unrealized(80),
+        Some(r(50)),
         "short gains when the price falls"
     );
-    p.fill(false, 5, 100); // add to the short: average (5×90 + 5×100)/10
-    assert_eq!((p.quantity, p.avg_price), (-10, d(95)));
-    p.fill(true, 10, 80); // cover everything: 10 × (95 − 80)
-    assert_eq!((p.quantity, p.avg_price, p.realized), (0, d(0), d(300)));
+    fill(&mut p, false, 5, 100); // add to the short: average (5×90 + 5×100)/10
+    assert_eq!((p.quantity, p.avg_price()), (-10, r(95)));
+    fill(&mut p, true, 10, 80); // cover everything: 10 × (95 − 80)
+    assert_eq!((p.quantity, p.avg_price(), p.realized()), (0, r(0), r(300)));
     assert_eq!((p.volume, p.fills), (60, 6));
+    // Total = cash + quantity × mark, an exact integer; flat here, so the realized P&L.
+    assert_eq!(p.total(1_000), Some(300));
 }
 
 #[test]
@@ -174,7 +190,7 @@ fn pnl_against_several_counterparties_by_hand() {
     out.rows.extend(flushed.rows);
     out.totals.extend(flushed.totals);
     // Window 0: trader 1 long 8 at 102; traders 2 and 3 short 4 each.
-    let w0: Vec<(u32, i64, Decimal, i64, i64, i64)> = out
+    let w0: Vec<(u32, i64, Ratio, i64, i64, i64)> = out
         .rows
         .iter()
         .filter(|r| r.window_start == 0)
@@ -182,7 +198,7 @@ fn pnl_against_several_counterparties_by_hand() {
             (
                 r.trader,
                 r.position.quantity,
-                r.position.avg_price,
+                r.position.avg_price(),
                 r.mark,
                 r.window_bought,
                 r.window_sold,
@@ -192,9 +208,9 @@ fn pnl_against_several_counterparties_by_hand() {
     assert_eq!(
         w0,
         vec![
-            (1, 8, d(102), 104, 8, 0),
-            (2, -4, d(100), 104, 0, 4),
-            (3, -4, d(104), 104, 0, 4)
+            (1, 8, r(102), 104, 8, 0),
+            (2, -4, r(100), 104, 0, 4),
+            (3, -4, r(104), 104, 0, 4)
         ]
     );
     // Window 1: trader 1 sold 6 at 110 → realized 6 × 8 = 48 ticks×lots = 24 money; 2 left at 102.
@@ -204,10 +220,13 @@ fn pnl_against_several_counterparties_by_hand() {
         .find(|r| r.window_start == 1_000 && r.trader == 1)
         .unwrap();
     assert_eq!(
-        (r1.position.quantity, r1.position.realized, r1.window_sold),
-        (2, d(48), 6)
+        (r1.position.quantity, r1.position.realized(), r1.window_sold),
+        (2, r(48), 6)
     );
-    assert_eq!(e.money(0, r1.position.realized), d(24));
+    assert_eq!(
+        r1.position.realized().round(e.unit_value(0), 6),
+        Some(d(24))
+    );
     // Totals at the close of window 1 (mark 110): trader 1 = (48 + 2×(110−102)) × 0.5 = 32.
     let t1 = out.totals.iter().find(|t| t.window_start == 1_000).unwrap();
     assert_eq!(t1.totals.iter().find(|(t, _)| *t == 1).unwrap().1, d(32));

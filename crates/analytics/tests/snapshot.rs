@@ -287,15 +287,16 @@ fn decimal_edge_cases_round_trip_through_bincode_bit_for_bit() {
         let back: Decimal = bincode::deserialize(&bytes).unwrap();
         assert_eq!(back.serialize(), d.serialize(), "{d} bit for bit");
     }
-    // Positions carry averages that fill the whole mantissa (100.666…, 26 decimals).
+    // Positions carry exact fractional averages (100.666… = 302/3) and 128-bit amounts.
     let mut p = Position::default();
-    p.fill(true, 1, 100);
-    p.fill(true, 2, 101);
-    p.fill(false, 1, 97);
-    assert_eq!(p.avg_price.scale(), 26);
+    p.fill(true, 1, 100).unwrap();
+    p.fill(true, 2, 101).unwrap();
+    p.fill(false, 1, 97).unwrap();
+    p.fill(true, i64::MAX / 4, i64::MAX).unwrap();
+    assert!(p.notional > i64::MAX as i128);
     let back: Position = bincode::deserialize(&bincode::serialize(&p).unwrap()).unwrap();
     assert_eq!(back, p);
-    assert_eq!(back.avg_price.serialize(), p.avg_price.serialize());
+    assert_eq!(back.avg_price(), p.avg_price());
 }
 
 #[test]
