@@ -365,6 +365,21 @@ impl Ladder {
         }
     }
 
+    /// Brings `side` (this ladder's last published top `n`) up to date; returns whether it
+    /// changed. The top `n <= MAX_DEPTH_LEVELS` levels are always in the near tier (it keeps at
+    /// least `NEAR_MIN > MAX_DEPTH_LEVELS` levels while the far tier has any), so this reads one
+    /// short slice from its end.
+    #[inline]
+    pub fn refresh_depth(&self, side: Side, n: usize, out: &mut DepthSide) -> bool {
+        debug_assert!(n <= crate::event::MAX_DEPTH_LEVELS);
+        let top = &self.near[self.near.len().saturating_sub(n)..];
+        out.refresh(top.iter().rev().map(|level| DepthLevel {
+            price: price_of(side, level.key),
+            quantity: level.qty,
+            orders: level.count,
+        }))
+    }
+
     /// Heap bytes reserved by the ladder (the map's nodes estimated at 1.5× their entries).
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(i64, Level)>();

@@ -692,23 +692,26 @@ impl Engine {
             ..
         } = self;
         dirty.sort_unstable();
+        let n = config.depth_levels;
         for instrument in dirty.drain(..) {
             let book = &mut books[instrument.0 as usize];
             book.dirty = false;
-            // Built in place in `out` (a depth is ~500 bytes; avoid copying it around).
-            out.push(DepthUpdate {
-                seq: *next_seq,
-                instrument,
-                depth: Depth::default(),
-            });
-            let update = out.last_mut().expect("just pushed");
-            book_depth_into(book, config.depth_levels, &mut update.depth);
-            if book.last_depth == update.depth {
-                out.pop();
-                continue;
+            // `last_depth` is updated in place, level by level (a depth is ~500 bytes; only the
+            // top n levels are compared and written), and copied out only when it changed.
+            let bids = book
+                .bids
+                .refresh_depth(Side::Buy, n, &mut book.last_depth.bids);
+            let asks = book
+                .asks
+                .refresh_depth(Side::Sell, n, &mut book.last_depth.asks);
+            if bids | asks {
+                out.push(DepthUpdate {
+                    seq: *next_seq,
+                    instrument,
+                    depth: book.last_depth,
+                });
+                *next_seq += 1;
             }
-            book.last_depth = update.depth;
-            *next_seq += 1;
         }
     }
 
