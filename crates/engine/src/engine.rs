@@ -697,20 +697,16 @@ impl Engine {
         for instrument in dirty.drain(..) {
             let book = &mut books[instrument.0 as usize];
             book.dirty = false;
-            // `last_depth` is updated in place, level by level (a depth is ~500 bytes; only the
-            // top n levels are compared and written), and copied out only when it changed.
-            let bids = book
-                .bids
-                .refresh_depth(Side::Buy, n, &mut book.last_depth.bids);
-            let asks = book
-                .asks
-                .refresh_depth(Side::Sell, n, &mut book.last_depth.asks);
+            // The last published depth is updated in place, level by level (a depth is ~500
+            // bytes; only the top n levels are compared and written), and copied out only when
+            // it changed, in one copy.
+            let last = &mut book.last;
+            let bids = book.bids.refresh_depth(Side::Buy, n, &mut last.depth.bids);
+            let asks = book.asks.refresh_depth(Side::Sell, n, &mut last.depth.asks);
             if bids | asks {
-                out.push(DepthUpdate {
-                    seq: *next_seq,
-                    instrument,
-                    depth: book.last_depth,
-                });
+                last.seq = *next_seq;
+                last.instrument = instrument;
+                out.extend_from_slice(std::slice::from_ref(last));
                 *next_seq += 1;
             }
         }
