@@ -44,9 +44,8 @@ pub struct EngineConfig {
     pub depth_levels: usize,
     /// How many finished orders' ids stay reserved: a new order reusing the id of a live order
     /// or of one of the last `finished_ids_window` finished orders is rejected as
-    /// `duplicate_order_id` (default [`DEFAULT_FINISHED_IDS_WINDOW`]). Memory per remembered id:
-    /// 8 bytes in the finished list, plus 4 in the dense window or 20–31 in the map for ids that
-    /// do not fit the window (see the `index` module).
+    /// `duplicate_order_id` (default [`DEFAULT_FINISHED_IDS_WINDOW`]). Memory: ≈ 12–20 bytes per
+    /// remembered id (see the `index` module).
     pub finished_ids_window: usize,
 }
 

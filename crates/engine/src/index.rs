@@ -19,15 +19,14 @@
 //!   [`MAX_GAP`] entries per recorded id on average, whatever the ids. It is trimmed at its front
 //!   as ids are forgotten. When it grows past [`OrderIndex::dense_cap`] (a long-lived order pins its front),
 //!   the oldest entries move to the map, so the window stays bounded too;
-//! - a **sparse map** ([`IdMap`]: open addressing, one cache line per lookup in the common case,
-//!   20–31 bytes per id) for every id that does not fit the window (old ids below it, ids far
-//!   above it, random ids).
+//! - a **sparse map** (FxHash) for every id that does not fit the window (old ids below it, ids
+//!   far above it, random ids).
 //!
 //! Lookups never iterate the map, and the serialized form lists ids in a canonical order, so the
 //! same commands give the same events and the same snapshot bytes.
 
-use crate::idmap::IdMap;
 use crate::types::OrderId;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::VecDeque;
 
@@ -53,7 +52,7 @@ pub(crate) struct OrderIndex {
     dense: VecDeque<u32>,
     /// Entries the window may still grow by for jumps longer than [`MAX_GAP`].
     credit: u64,
-    sparse: IdMap,
+    sparse: FxHashMap<OrderId, u32>,
     /// No key in `sparse` is above this (an upper bound: not lowered by removals), so extending
     /// the window past it needs no look-ups to move ids out of the map.
     sparse_max: OrderId,
@@ -83,7 +82,7 @@ impl OrderIndex {
                 EMPTY => None,
                 v => Some(v),
             },
-            None => self.sparse.get(id),
+            None => self.sparse.get(&id).copied(),
         }
     }
 
@@ -123,10 +122,10 @@ impl OrderIndex {
             // Extend the window, moving any skipped ids that were stored in the map.
             if self.sparse_max >= end && !self.sparse.is_empty() {
                 for skipped in end..id {
-                    let v = self.sparse.remove(skipped).unwrap_or(EMPTY);
+                    let v = self.sparse.remove(&skipped).unwrap_or(EMPTY);
                     self.dense.push_back(v);
                 }
-                self.sparse.remove(id);
+                self.sparse.remove(&id);
             } else {
                 self.dense.resize(self.dense.len() + gap as usize, EMPTY);
             }
@@ -149,7 +148,7 @@ impl OrderIndex {
     #[inline]
     fn remove_from_map(&mut self, id: OrderId) {
         if id <= self.sparse_max && !self.sparse.is_empty() {
-            self.sparse.remove(id);
+            self.sparse.remove(&id);
         }
     }
 
@@ -213,7 +212,10 @@ impl OrderIndex {
 
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.dense.capacity() * 4 + self.finished.capacity() * 8 + self.sparse.heap_bytes()
+        let buckets = (self.sparse.capacity() * 8 / 7).next_power_of_two();
+        self.dense.capacity() * 4
+            + self.finished.capacity() * 8
+            + buckets * (std::mem::size_of::<(OrderId, u32)>() + 1)
     }
 }
 
@@ -235,7 +237,7 @@ impl Serialize for OrderIndex {
             .enumerate()
             .map(|(i, &v)| (self.base + i as u64, v));
         let mut live: Vec<(OrderId, u32)> = dense
-            .chain(self.sparse.iter())
+            .chain(self.sparse.iter().map(|(&id, &v)| (id, v)))
             .filter(|&(_, v)| v != EMPTY && v != FINISHED)
             .collect();
         live.sort_unstable();
@@ -344,7 +346,7 @@ mod tests {
         assert!(idx.credit < 2 * MAX_GAP);
         let far = 2 * MAX_CREDIT;
         idx.set(far, 3); // no credit left: the map
-        assert_eq!(idx.sparse.get(far), Some(3));
+        assert_eq!(idx.sparse.get(&far), Some(&3));
         assert_eq!(idx.dense.len() as u64, MAX_CREDIT + 1);
         // Recording ids earns credit again (MAX_GAP each, up to MAX_CREDIT).
         for id in 1..MAX_CREDIT {

@@ -17,7 +17,6 @@ mod book;
 pub mod command;
 pub mod engine;
 pub mod event;
-mod idmap;
 mod index;
 pub mod instrument;
 pub mod types;
