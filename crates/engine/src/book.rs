@@ -13,7 +13,7 @@
 //!
 //! This module has no matching logic; see [`crate::engine`].
 
-use crate::event::{Depth, DepthLevel, DepthSide};
+use crate::event::{Depth, DepthLevel, DepthSide, DepthUpdate};
 use crate::types::{InstrumentId, Lots, OrderId, Side, Ticks, TraderId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -365,6 +365,21 @@ impl Ladder {
         }
     }
 
+    /// Brings `side` (this ladder's last published top `n`) up to date; returns whether it
+    /// changed. The top `n <= MAX_DEPTH_LEVELS` levels are always in the near tier (it keeps at
+    /// least `NEAR_MIN > MAX_DEPTH_LEVELS` levels while the far tier has any), so this reads one
+    /// short slice from its end.
+    #[inline]
+    pub fn refresh_depth(&self, side: Side, n: usize, out: &mut DepthSide) -> bool {
+        debug_assert!(n <= crate::event::MAX_DEPTH_LEVELS);
+        let top = &self.near[self.near.len().saturating_sub(n)..];
+        out.refresh(top.iter().rev().map(|level| DepthLevel {
+            price: price_of(side, level.key),
+            quantity: level.qty,
+            orders: level.count,
+        }))
+    }
+
     /// Heap bytes reserved by the ladder (the map's nodes estimated at 1.5× their entries).
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(i64, Level)>();
@@ -373,14 +388,53 @@ impl Ladder {
 }
 
 /// Both sides of one instrument's book, plus depth-change tracking.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Book {
     pub bids: Ladder,
     pub asks: Ladder,
     /// Top-N changed since the last depth emission.
     pub dirty: bool,
-    /// The last emitted top-N (initially empty), to suppress updates that changed nothing.
-    pub last_depth: Depth,
+    /// The last emitted top-N (initially empty), to suppress updates that changed nothing. Kept
+    /// as a whole [`DepthUpdate`] (its `seq` and `instrument` are set when it is emitted) so that
+    /// emitting it is one copy straight into the output. Serialized as just its depth.
+    #[serde(rename = "last_depth", with = "depth_only")]
+    pub last: DepthUpdate,
+}
+
+impl Default for Book {
+    fn default() -> Self {
+        Book {
+            bids: Ladder::default(),
+            asks: Ladder::default(),
+            dirty: false,
+            last: DepthUpdate {
+                seq: 0,
+                instrument: InstrumentId(0),
+                depth: Depth::default(),
+            },
+        }
+    }
+}
+
+/// Serializes [`Book::last`] as its [`Depth`] alone (the snapshot layout of a plain `Depth`).
+mod depth_only {
+    use crate::event::{Depth, DepthUpdate};
+    use crate::types::InstrumentId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(last: &DepthUpdate, serializer: S) -> Result<S::Ok, S::Error> {
+        last.depth.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DepthUpdate, D::Error> {
+        Ok(DepthUpdate {
+            seq: 0,
+            instrument: InstrumentId(0),
+            depth: Depth::deserialize(deserializer)?,
+        })
+    }
 }
 
 impl Book {

@@ -692,23 +692,22 @@ impl Engine {
             ..
         } = self;
         dirty.sort_unstable();
+        let n = config.depth_levels;
         for instrument in dirty.drain(..) {
             let book = &mut books[instrument.0 as usize];
             book.dirty = false;
-            // Built in place in `out` (a depth is ~500 bytes; avoid copying it around).
-            out.push(DepthUpdate {
-                seq: *next_seq,
-                instrument,
-                depth: Depth::default(),
-            });
-            let update = out.last_mut().expect("just pushed");
-            book_depth_into(book, config.depth_levels, &mut update.depth);
-            if book.last_depth == update.depth {
-                out.pop();
-                continue;
+            // The last published depth is updated in place, level by level (a depth is ~500
+            // bytes; only the top n levels are compared and written), and copied out only when
+            // it changed, in one copy.
+            let last = &mut book.last;
+            let bids = book.bids.refresh_depth(Side::Buy, n, &mut last.depth.bids);
+            let asks = book.asks.refresh_depth(Side::Sell, n, &mut last.depth.asks);
+            if bids | asks {
+                last.seq = *next_seq;
+                last.instrument = instrument;
+                out.extend_from_slice(std::slice::from_ref(last));
+                *next_seq += 1;
             }
-            book.last_depth = update.depth;
-            *next_seq += 1;
         }
     }
 

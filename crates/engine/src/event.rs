@@ -259,6 +259,32 @@ impl DepthSide {
         self.len += 1;
     }
 
+    /// Makes this side equal to `levels` (best first, at most [`MAX_DEPTH_LEVELS`]), writing only
+    /// what differs and keeping the unused entries zeroed (as [`DepthSide::push`] leaves them), so
+    /// the result is identical to a side built from scratch. Returns whether anything changed.
+    #[inline]
+    pub(crate) fn refresh(&mut self, levels: impl Iterator<Item = DepthLevel>) -> bool {
+        let mut changed = false;
+        let mut len = 0;
+        for level in levels.take(MAX_DEPTH_LEVELS) {
+            let slot = &mut self.levels[len];
+            if *slot != level {
+                *slot = level;
+                changed = true;
+            }
+            len += 1;
+        }
+        let old = self.len as usize;
+        if len != old {
+            changed = true;
+            for slot in self.levels.iter_mut().take(old).skip(len) {
+                *slot = DepthLevel::default();
+            }
+            self.len = len as u8;
+        }
+        changed
+    }
+
     /// Builds a side from levels given best first (at most [`MAX_DEPTH_LEVELS`] are kept).
     pub fn from_levels(levels: &[DepthLevel]) -> DepthSide {
         let mut side = DepthSide::default();
@@ -288,4 +314,42 @@ pub struct DepthUpdate {
     pub seq: u64,
     pub instrument: InstrumentId,
     pub depth: Depth,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lvl(price: Ticks) -> DepthLevel {
+        DepthLevel {
+            price,
+            quantity: price.unsigned_abs() + 7,
+            orders: 1,
+        }
+    }
+
+    /// `refresh` leaves exactly what building from scratch gives (unused entries zeroed) and
+    /// reports a change exactly when the levels differ.
+    #[test]
+    fn refresh_equals_a_side_built_from_scratch() {
+        let cases: [&[Ticks]; 7] = [
+            &[],
+            &[5, 4, 3],
+            &[5, 4, 3],
+            &[5, 4, 2],
+            &[9, 8, 7, 6, 5, 4, 3, 2, 1, 0, -1, -2],
+            &[1],
+            &[],
+        ];
+        let mut side = DepthSide::default();
+        let mut previous = DepthSide::default();
+        for prices in cases {
+            let levels: Vec<DepthLevel> = prices.iter().map(|&p| lvl(p)).collect();
+            let changed = side.refresh(levels.iter().copied());
+            let fresh = DepthSide::from_levels(&levels);
+            assert_eq!(side, fresh, "{prices:?}");
+            assert_eq!(changed, fresh != previous, "{prices:?}");
+            previous = fresh;
+        }
+    }
 }

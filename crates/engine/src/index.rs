@@ -12,8 +12,12 @@
 //! miss (profiling once showed it at ~40 % of engine time), so ids live in two places:
 //!
 //! - a **dense window**: a ring of `u32` indexed by `id - base`, 4 bytes per id, extended whenever
-//!   a new id lies at most [`MAX_GAP`] past its end, and trimmed at its front as ids are
-//!   forgotten. When it grows past [`OrderIndex::dense_cap`] (a long-lived order pins its front),
+//!   a new id lies at most [`MAX_GAP`] past its end — or further, up to [`MAX_CREDIT`], while the
+//!   window has **credit**: every id recorded in it earns [`MAX_GAP`] entries, a longer jump
+//!   spends its length. So ids that arrive out of order within blocks (clients, gateways or
+//!   sessions handing out ranges) stay in the window, while the window's growth stays within
+//!   [`MAX_GAP`] entries per recorded id on average, whatever the ids. It is trimmed at its front
+//!   as ids are forgotten. When it grows past [`OrderIndex::dense_cap`] (a long-lived order pins its front),
 //!   the oldest entries move to the map, so the window stays bounded too;
 //! - a **sparse map** (FxHash) for every id that does not fit the window (old ids below it, ids
 //!   far above it, random ids).
@@ -34,6 +38,8 @@ const EMPTY: u32 = u32::MAX - 1;
 pub(crate) const MAX_GAP: u64 = 64;
 /// Dense-window entries always allowed on top of twice the finished window.
 const DENSE_SLACK: usize = 1 << 16;
+/// Most credit (window entries) the dense window can save up for jumps longer than [`MAX_GAP`].
+pub(crate) const MAX_CREDIT: u64 = 1 << 17;
 
 /// Live order ids with their slots, plus a bounded window of recently finished ids.
 #[derive(Clone, Debug, Default)]
@@ -44,7 +50,12 @@ pub(crate) struct OrderIndex {
     finished: VecDeque<OrderId>,
     base: OrderId,
     dense: VecDeque<u32>,
+    /// Entries the window may still grow by for jumps longer than [`MAX_GAP`].
+    credit: u64,
     sparse: FxHashMap<OrderId, u32>,
+    /// No key in `sparse` is above this (an upper bound: not lowered by removals), so extending
+    /// the window past it needs no look-ups to move ids out of the map.
+    sparse_max: OrderId,
 }
 
 impl OrderIndex {
@@ -52,6 +63,7 @@ impl OrderIndex {
     pub fn new(window: usize) -> Self {
         OrderIndex {
             window,
+            credit: MAX_CREDIT,
             ..Default::default()
         }
     }
@@ -90,35 +102,53 @@ impl OrderIndex {
     pub fn set(&mut self, id: OrderId, slot: u32) {
         debug_assert!(slot != EMPTY);
         if let Some(i) = self.position(id) {
+            if self.dense[i] == EMPTY {
+                // A newly recorded id earns credit for longer jumps.
+                self.credit = (self.credit + MAX_GAP).min(MAX_CREDIT);
+            }
             self.dense[i] = slot;
             return;
         }
         if self.dense.is_empty() {
             // Restart the window at this id (anything recorded lives in the map).
             self.base = id;
-            self.sparse.remove(&id);
+            self.remove_from_map(id);
             self.dense.push_back(slot);
             return;
         }
         let end = self.base.wrapping_add(self.dense.len() as u64);
-        if id >= end && id - end <= MAX_GAP && id >= self.base {
+        let gap = id.wrapping_sub(end);
+        if id >= end && id >= self.base && (gap <= MAX_GAP || gap <= self.credit) {
             // Extend the window, moving any skipped ids that were stored in the map.
-            for skipped in end..id {
-                let v = match self.sparse.is_empty() {
-                    true => EMPTY,
-                    false => self.sparse.remove(&skipped).unwrap_or(EMPTY),
-                };
-                self.dense.push_back(v);
-            }
-            if !self.sparse.is_empty() {
+            if self.sparse_max >= end && !self.sparse.is_empty() {
+                for skipped in end..id {
+                    let v = self.sparse.remove(&skipped).unwrap_or(EMPTY);
+                    self.dense.push_back(v);
+                }
                 self.sparse.remove(&id);
+            } else {
+                self.dense.resize(self.dense.len() + gap as usize, EMPTY);
             }
+            self.credit = (self.credit.saturating_sub(gap) + MAX_GAP).min(MAX_CREDIT);
             self.dense.push_back(slot);
             if self.dense.len() > self.dense_cap() {
                 self.spill_front();
             }
         } else {
-            self.sparse.insert(id, slot);
+            self.insert_into_map(id, slot);
+        }
+    }
+
+    #[inline]
+    fn insert_into_map(&mut self, id: OrderId, slot: u32) {
+        self.sparse_max = self.sparse_max.max(id);
+        self.sparse.insert(id, slot);
+    }
+
+    #[inline]
+    fn remove_from_map(&mut self, id: OrderId) {
+        if id <= self.sparse_max && !self.sparse.is_empty() {
+            self.sparse.remove(&id);
         }
     }
 
@@ -129,7 +159,8 @@ impl OrderIndex {
         while self.dense.len() > keep {
             let v = self.dense.pop_front().expect("non-empty");
             if v != EMPTY {
-                self.sparse.insert(self.base, v);
+                let id = self.base;
+                self.insert_into_map(id, v);
             }
             self.base += 1;
         }
@@ -169,9 +200,7 @@ impl OrderIndex {
                 self.trim_front();
             }
             Some(i) => self.dense[i] = EMPTY,
-            None => {
-                self.sparse.remove(&id);
-            }
+            None => self.remove_from_map(id),
         }
     }
 
@@ -270,8 +299,10 @@ mod tests {
         assert_eq!(idx.len(), 1005);
         // An id in the map is never shadowed by a later window extension.
         let mut idx = OrderIndex::new(10);
+        idx.credit = 0; // no credit: a jump longer than MAX_GAP goes to the map
         idx.set(10, 1);
         idx.set(100, 2); // beyond the gap: sparse
+        assert!(!idx.sparse.is_empty());
         for id in 11..=100u64 {
             if id != 100 {
                 idx.set(id, 5);
@@ -287,6 +318,145 @@ mod tests {
         assert_eq!(idx.get(102), Some(4));
         assert!(idx.sparse.is_empty());
         assert_eq!(idx.len(), 92);
+    }
+
+    /// Ids permuted within blocks use the window, not the map, once past the first block; a long
+    /// jump spends credit and, without enough of it, goes to the map.
+    #[test]
+    fn block_shuffled_ids_stay_in_the_window_and_jumps_spend_credit() {
+        let block = 1u64 << 16;
+        let mut idx = OrderIndex::new(100_000);
+        for n in 0..6 * block {
+            let id = (n & !(block - 1)) | (n.wrapping_mul(40_503) & (block - 1));
+            idx.set(id, FINISHED);
+            idx.finish(id);
+            if n >= 2 * block {
+                assert!(idx.position(id).is_some(), "id {id} in the window");
+            }
+        }
+        // The first block's ids below the first one went to the map; none since.
+        assert!(idx.sparse.len() <= block as usize, "{}", idx.sparse.len());
+        assert!(idx.dense.len() <= idx.dense_cap());
+        // Credit: a long jump is allowed while there is credit for it, and spends it.
+        let mut idx = OrderIndex::new(100_000);
+        idx.set(0, 1);
+        assert_eq!(idx.credit, MAX_CREDIT);
+        idx.set(MAX_CREDIT, 2); // a jump of MAX_CREDIT - 1 entries
+        assert_eq!(idx.dense.len() as u64, MAX_CREDIT + 1);
+        assert!(idx.credit < 2 * MAX_GAP);
+        let far = 2 * MAX_CREDIT;
+        idx.set(far, 3); // no credit left: the map
+        assert_eq!(idx.sparse.get(&far), Some(&3));
+        assert_eq!(idx.dense.len() as u64, MAX_CREDIT + 1);
+        // Recording ids earns credit again (MAX_GAP each, up to MAX_CREDIT).
+        for id in 1..MAX_CREDIT {
+            idx.set(id, 4);
+        }
+        assert_eq!(idx.credit, MAX_CREDIT);
+        // ... and extending past an id in the map moves it into the window.
+        idx.set(far + 1, 5);
+        assert!(idx.sparse.is_empty());
+        assert_eq!(idx.get(far), Some(3));
+        assert_eq!(idx.get(far - 1), None);
+        assert_eq!(idx.get(far + 1), Some(5));
+    }
+
+    /// Ids far apart (a stride of 1 000) cannot make the window grow by more than `MAX_GAP`
+    /// entries per recorded id on average (plus the initial credit), and it stays capped.
+    #[test]
+    fn strided_ids_do_not_inflate_the_window() {
+        let mut idx = OrderIndex::new(1_000);
+        let mut grown = 0u64;
+        for n in 0..50_000u64 {
+            let (id, end, was_empty) = (
+                n * 1_000,
+                idx.base + idx.dense.len() as u64,
+                idx.dense.is_empty(),
+            );
+            idx.set(id, FINISHED);
+            if !was_empty && idx.position(id).is_some() {
+                grown += id - end; // EMPTY entries added for the skipped ids
+            }
+            idx.finish(id);
+            assert!(
+                grown <= MAX_CREDIT + 2 * MAX_GAP * (n + 1),
+                "step {n}: {grown}"
+            );
+            assert!(idx.dense.len() <= idx.dense_cap());
+        }
+        assert_eq!(idx.len(), 1_000);
+    }
+
+    /// Random mixes of dense, block-shuffled, strided, random and reused ids, checked against a
+    /// plain model of the duplicate-id policy after every step.
+    #[test]
+    fn matches_a_model_for_mixed_id_patterns() {
+        use std::collections::HashMap;
+        let window = 300;
+        let mut idx = OrderIndex::new(window);
+        let mut model: HashMap<OrderId, u32> = HashMap::new();
+        let mut finished: VecDeque<OrderId> = VecDeque::new();
+        let mut live: Vec<OrderId> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut next = 1_000u64;
+        let mut issued: Vec<OrderId> = Vec::new();
+        for step in 0..80_000u32 {
+            let r = rnd();
+            let pattern = (step / 5_000) % 4;
+            if live.len() > 400 || (r % 3 == 0 && !live.is_empty()) {
+                // Finish a live order.
+                let id = live.swap_remove((r >> 8) as usize % live.len());
+                idx.finish(id);
+                model.insert(id, FINISHED);
+                finished.push_back(id);
+                if finished.len() > window {
+                    let old = finished.pop_front().unwrap();
+                    model.remove(&old);
+                }
+            } else {
+                let id = match (pattern, r % 16) {
+                    (_, 0) if !issued.is_empty() => issued[(r >> 8) as usize % issued.len()],
+                    (0, _) => {
+                        next += 1 + (r >> 60);
+                        next
+                    }
+                    (1, _) => {
+                        next += 1;
+                        (next & !0xfff) | (next.wrapping_mul(40_503) & 0xfff)
+                    }
+                    (2, _) => {
+                        next += 1_000;
+                        next
+                    }
+                    _ => rnd(),
+                };
+                if model.contains_key(&id) {
+                    assert!(idx.contains(id), "step {step}: {id} is a duplicate");
+                    continue;
+                }
+                assert!(!idx.contains(id), "step {step}: {id} is free");
+                // As the engine does: accepted (FINISHED), then resting with a slot.
+                idx.set(id, FINISHED);
+                let slot = step % 1_000;
+                idx.set(id, slot);
+                model.insert(id, slot);
+                live.push(id);
+                issued.push(id);
+            }
+            if step % 101 == 0 {
+                for &id in issued.iter().rev().take(500) {
+                    assert_eq!(idx.get(id), model.get(&id).copied(), "step {step}: {id}");
+                }
+                assert_eq!(idx.len(), model.len());
+                assert!(idx.dense.len() <= idx.dense_cap());
+            }
+        }
     }
 
     #[test]
