@@ -94,7 +94,7 @@ fn analytics_jobs_end_to_end(on: On) {
             .unwrap();
         let mut rows = Vec::new();
         read_range(&r, &p.topic("trades"), q, low, high, |m| {
-            rows.push(decoder.decode(m.payload().unwrap()).unwrap().0)
+            rows.push(decoder.decode(m.payload().unwrap()).unwrap())
         })
         .unwrap();
         let mut e = BarEngine::new(
