@@ -691,12 +691,15 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
         &[
             "--client-ip-header",
             "X-Real-IP",
+            // Bursts big enough for the test's own requests; refills slow enough that a flood
+            // outruns them even when a loaded machine serves each request in tens of ms (at 100
+            // and 20 per second a slow run never emptied the buckets).
             "--ip-rate",
-            "100",
+            "10",
             "--ip-burst",
             "100",
             "--trader-rate",
-            "20",
+            "2",
             "--trader-burst",
             "20",
             "--max-streams-per-ip",
