@@ -99,6 +99,20 @@ fn match_maker_serves_metrics_health_and_readiness(on: On) {
     )
     .unwrap();
     assert!(batches > 0.0 && inf == batches, "{metrics}");
+    // Every batch's commit is timed too, and takes part of the batch's time.
+    let commits = sample(&metrics, "kappa_commit_seconds_count{job=\"match-maker\"}").unwrap();
+    let (commit_sum, batch_sum) = (
+        sample(&metrics, "kappa_commit_seconds_sum{job=\"match-maker\"}").unwrap(),
+        sample(
+            &metrics,
+            "kappa_batch_processing_seconds_sum{job=\"match-maker\"}",
+        )
+        .unwrap(),
+    );
+    assert!(
+        commits == batches && commit_sum > 0.0 && commit_sum <= batch_sum,
+        "{metrics}"
+    );
     let _ = mm.kill();
     let _ = mm.wait();
 }

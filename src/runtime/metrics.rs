@@ -117,6 +117,9 @@ pub struct LoopStatus {
     recovering: Mutex<BTreeMap<i32, i64>>,
     /// Time to process one batch: handle every message, emit, produce (seconds).
     pub batch_seconds: Histogram,
+    /// Of that, the commit: delivering the batch's outputs and committing the transaction (or the
+    /// offsets). On a real broker this is most of a batch's time (BENCHMARKS.md, issue 14).
+    pub commit_seconds: Histogram,
 }
 
 impl LoopStatus {
@@ -348,6 +351,14 @@ pub fn render(job: &str, c: &Counters) -> String {
     );
     c.ops
         .batch_seconds
+        .render(&mut out, name, &format!("job=\"{job}\""));
+    let name = "kappa_commit_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to deliver one batch's outputs and commit its transaction (or offsets).\n# TYPE {name} histogram"
+    );
+    c.ops
+        .commit_seconds
         .render(&mut out, name, &format!("job=\"{job}\""));
     out
 }

@@ -1377,7 +1377,14 @@ pub fn run<J: Job>(
         }
         ctx.snapshots(input_done, &mut txn)?;
 
+        let committing = Instant::now();
         ctx.commit(&mut txn)?;
+        if batch_started.is_some() {
+            counters
+                .ops
+                .commit_seconds
+                .observe(committing.elapsed().as_secs_f64());
+        }
         producer.poll(Duration::ZERO);
         if let Some(t) = batch_started {
             counters
