@@ -577,6 +577,36 @@ fn match_maker_process(
         })
 }
 
+/// Fresh topics (`partitions` each) with `count` generated orders (seed `seed`) published to
+/// `orders` as fast as the broker takes them; returns the topics and the number published.
+fn preload_orders(
+    broker: &BrokerArgs,
+    partitions: i32,
+    count: usize,
+    seed: u64,
+    instruments: &Instruments,
+) -> anyhow::Result<(BenchTopics, u64)> {
+    let bench = BenchTopics::create(broker, &TopicLayout::uniform(partitions))?;
+    let flow = FlowConfig {
+        count,
+        instruments: instruments.len(),
+        seed,
+        ..Default::default()
+    };
+    let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
+    let published = generator::publish(
+        &bench.kafka,
+        &Partitioner::new(instruments),
+        items,
+        count as u64,
+        0.0,
+        false,
+        &Shutdown::new(),
+    )?
+    .published;
+    Ok((bench, published))
+}
+
 /// Polls `ops` until `done(metrics)` or `limit` passes.
 fn poll_metrics(
     ops: &str,
@@ -624,24 +654,8 @@ pub fn run_recovery(cfg: &RecoveryBenchConfig, instruments: &Instruments) -> any
         "replayed"
     );
     for &history in &cfg.histories {
-        let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(cfg.partitions))?;
-        let flow = FlowConfig {
-            count: history,
-            instruments: instruments.len(),
-            seed: cfg.seed,
-            ..Default::default()
-        };
-        let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
-        let published = generator::publish(
-            &bench.kafka,
-            &Partitioner::new(instruments),
-            items,
-            history as u64,
-            0.0,
-            false,
-            &Shutdown::new(),
-        )?
-        .published;
+        let (bench, published) =
+            preload_orders(&cfg.broker, cfg.partitions, history, cfg.seed, instruments)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -724,24 +738,14 @@ pub fn run_scale(cfg: &ScaleBenchConfig, instruments: &Instruments) -> anyhow::R
     let mut base = None;
     for &n in &cfg.instances {
         let n = n.max(1);
-        let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(cfg.partitions))?;
-        let flow = FlowConfig {
-            count: cfg.orders,
-            instruments: instruments.len(),
-            seed: cfg.seed,
-            ..Default::default()
-        };
-        let items = generator::flow(&flow, instruments).map(|(k, v, t)| (k, v, Some(t)));
-        let published = generator::publish(
-            &bench.kafka,
-            &Partitioner::new(instruments),
-            items,
-            cfg.orders as u64,
-            0.0,
-            false,
-            &Shutdown::new(),
-        )?
-        .published as f64;
+        let (bench, published) = preload_orders(
+            &cfg.broker,
+            cfg.partitions,
+            cfg.orders,
+            cfg.seed,
+            instruments,
+        )?;
+        let published = published as f64;
         let mut ops = Vec::new();
         for _ in 0..n {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?

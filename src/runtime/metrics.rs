@@ -344,22 +344,21 @@ pub fn render(job: &str, c: &Counters) -> String {
         job,
         &samples,
     );
-    let name = "kappa_batch_processing_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time to process one batch of input.\n# TYPE {name} histogram"
-    );
-    c.ops
-        .batch_seconds
-        .render(&mut out, name, &format!("job=\"{job}\""));
-    let name = "kappa_commit_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time to deliver one batch's outputs and commit its transaction (or offsets).\n# TYPE {name} histogram"
-    );
-    c.ops
-        .commit_seconds
-        .render(&mut out, name, &format!("job=\"{job}\""));
+    for (name, help, histogram) in [
+        (
+            "kappa_batch_processing_seconds",
+            "Time to process one batch of input.",
+            &c.ops.batch_seconds,
+        ),
+        (
+            "kappa_commit_seconds",
+            "Time to deliver one batch's outputs and commit its transaction (or offsets).",
+            &c.ops.commit_seconds,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        histogram.render(&mut out, name, &format!("job=\"{job}\""));
+    }
     out
 }
 

@@ -433,12 +433,6 @@ struct KafkaSink<'a, 'b> {
     txn: &'b mut Txn<'a>,
 }
 
-impl<'a, 'b> KafkaSink<'a, 'b> {
-    fn new(txn: &'b mut Txn<'a>) -> Self {
-        KafkaSink { txn }
-    }
-}
-
 fn send_record(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
     loop {
         match producer.send(record) {
@@ -800,7 +794,7 @@ impl<J: Job> Ctx<'_, J> {
             key: m.key().unwrap_or(&[]),
             payload: m.payload().unwrap_or(&[]),
         };
-        let mut sink = KafkaSink::new(txn);
+        let mut sink = KafkaSink { txn };
         let (mut out, state) = Self::emitter(
             slot,
             &mut sink,
@@ -826,7 +820,7 @@ impl<J: Job> Ctx<'_, J> {
             if !touched && !recovered {
                 continue;
             }
-            let mut sink = KafkaSink::new(&mut *txn);
+            let mut sink = KafkaSink { txn: &mut *txn };
             let (mut out, state) = Self::emitter(
                 slot,
                 &mut sink,
@@ -868,7 +862,7 @@ impl<J: Job> Ctx<'_, J> {
         ps.sort_unstable();
         for p in ps {
             let slot = self.slots.get_mut(&p).expect("present");
-            let mut sink = KafkaSink::new(&mut *txn);
+            let mut sink = KafkaSink { txn: &mut *txn };
             let (mut out, state) = Self::emitter(
                 slot,
                 &mut sink,
