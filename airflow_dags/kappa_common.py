@@ -10,6 +10,8 @@ load tests) that exit when done.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,15 +21,41 @@ from kubernetes.client import models as k8s
 
 CONFIG = yaml.safe_load((Path(__file__).parent / "kappa_config.yaml").read_text())
 
-#: Defaults of every task: bounded retries (the jobs are idempotent: a rerun republishes nothing
-#: already on the broker), and no task without a timeout.
-#: Settings every Kappa DAG shares: no backfill of missed intervals, one run at a time.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_name(value: object) -> str:
+    """`value` (a run id) as a name fit for a Kafka consumer group or transactional id and for one
+    path component: only `[A-Za-z0-9_-]`, at most 109 characters.
+
+    Run ids are not: Airflow's own contain ':' '+' and '.' (`manual__2026-11-24T09:08:07.654321+00:00`,
+    with a random suffix when the run has no logical date) and a run id given to the REST API may
+    be any `[A-Za-z0-9_.~:+-]+`, `..` included. Every other character becomes '-', and when that
+    changed anything (or the name is long) a hash of the original is appended, so run ids that
+    differ only in those characters still get distinct groups and directories."""
+    raw = str(value)
+    name = _UNSAFE.sub("-", raw)
+    if name != raw or len(name) > 100:
+        name = f"{name[:100]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return name
+
+
+#: Template of a per-run name (consumer groups, output directories): the run id, made safe. Never
+#: `ts_nodash`/`ds`: a run triggered without a logical date (the REST API with `logical_date: null`,
+#: `airflow dags trigger` without one, TriggerDagRunOperator) has none, and they are undefined.
+RUN_NAME = "{{ run_id | safe_name }}"
+
+#: Settings every Kappa DAG shares: no backfill of missed intervals, one run at a time, and the
+#: `safe_name` template filter.
 DAG_SETTINGS = {
     "start_date": datetime(2026, 1, 1),
     "catchup": False,
     "max_active_runs": 1,
+    "user_defined_filters": {"safe_name": safe_name},
 }
 
+#: Defaults of every task: bounded retries (the jobs are idempotent: a rerun republishes nothing
+#: already on the broker), and no task without a timeout.
 DEFAULT_ARGS = {
     "owner": "kappa-exchange",
     "retries": 2,

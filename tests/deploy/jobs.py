@@ -1,6 +1,6 @@
-"""Checks a job command line against the real binary: the arguments (templates filled with sample
-values) followed by --help must parse, so an unknown flag or a bad value fails here; and the
-environment variables a pod sets must be ones the binary reads."""
+"""Checks a job command line against the real binary: the arguments (a DAG task's as Airflow
+renders them: rendering.py) followed by --help must parse, so an unknown flag or a bad value fails
+here; and the environment variables a pod sets must be ones the binary reads."""
 
 import os
 import re
@@ -10,24 +10,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("KAPPA_BIN_DIR", ROOT / "target" / "debug"))
 JOBS = {"kappa", "order-generator", "match-maker", "sma-calculator", "profit-calculator", "market-view"}
-
-SAMPLES = {
-    "ts_nodash": "20261123T000000",
-    "ds_nodash": "20261123",
-    "ds": "2026-11-23",
-}
-
-
-def render(arg: str, params: dict) -> str:
-    """Fills `{{ name }}` and `{{ params.name }}` templates with sample values."""
-
-    def value(m: re.Match) -> str:
-        name = m.group(1)
-        if name.startswith("params."):
-            return str(params[name.removeprefix("params.")])
-        return SAMPLES[name]
-
-    return re.sub(r"\{\{\s*([\w.]+)\s*\}\}", value, arg)
 
 
 def help_text(binary: str) -> str:

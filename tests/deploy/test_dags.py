@@ -7,8 +7,9 @@ import pytest
 import yaml
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from conftest import ROOT
-from jobs import check_command, check_env, render
+from jobs import check_command, check_env
 from pods import pod_env
+from rendering import RUNS, rendered_fields
 
 EXPECTED = {
     "kappa_analytics_replay": {"replay_bars": "sma-calculator", "replay_pnl": "profit-calculator"},
@@ -43,11 +44,12 @@ def test_dag_settings_and_tasks(dagbag, dag_id):
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
-def test_command_lines_parse_with_the_real_binaries(dagbag, dag_id):
+@pytest.mark.parametrize("run", [RUNS[0], RUNS[2]], ids=lambda r: r.label)
+def test_command_lines_parse_with_the_real_binaries(dagbag, dag_id, run):
+    """The command lines as Airflow renders them, for a run with and one without a logical date."""
     dag = dagbag.dags[dag_id]
-    params = {k: v.value if hasattr(v, "value") else v for k, v in dag.params.items()}
     for task in dag.tasks:
-        args = [render(a, params) for a in task.arguments]
+        args = rendered_fields(task, run)["arguments"]
         assert not any("{{" in a for a in args), args
         check_command(task.cmds[0], args)
         # Batch pods blank KAPPA_OPS_BIND whether or not the binary serves ops endpoints.

@@ -5,9 +5,9 @@ port stays private, and the load test runs on its own prefixed topics."""
 
 import re
 
-from jobs import render
 from manifests import container, env_of, of_kind
 from pods import pod_env, pod_labels
+from rendering import RUNS, rendered_fields
 
 USERS = {u["metadata"]["name"]: u for u in of_kind("KafkaUser")}
 #: The Kafka user of each DAG's pods (one per DAG, shared by its tasks).
@@ -325,14 +325,13 @@ def test_strimzi_pods_keep_their_own_traffic(dagbag):
 
 def test_the_load_test_writes_its_own_prefixed_topics_only(dagbag):
     dag = dagbag.dags["kappa_load_test"]
-    params = {k: v.value if hasattr(v, "value") else v for k, v in dag.params.items()}
     prefixes = set()
     for task in dag.tasks:
         env = pod_env(task)
         prefix = env["KAFKA_TOPIC_PREFIX"]["value"]
         assert prefix == "loadtest.", task.task_id
         prefixes.add(prefix)
-        args = [render(a, params) for a in task.arguments]
+        args = rendered_fields(task, RUNS[2])["arguments"]
         values = args + [e["value"] for e in env.values() if e.get("value")]
         assert any("loadtest." in v for v in values)
         bare = [v for v in values if re.search(r"(?<![\w.-])orders(?![\w-])", v)]
