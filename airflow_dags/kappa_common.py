@@ -111,16 +111,34 @@ def job_pod(
                 name="reports",
                 persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=CONFIG["reports_claim"]),
             ),
+            # The root filesystem is read-only: scratch space, as in the Deployments.
+            k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
         ],
         volume_mounts=[
             k8s.V1VolumeMount(name="kafka-ca", mount_path="/etc/kafka-ca", read_only=True),
             k8s.V1VolumeMount(name="reports", mount_path=CONFIG["reports_mount"]),
+            k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
         ],
         container_resources=k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
-        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=10001, run_as_group=10001),
-        container_security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
+        # Pod Security "restricted", like the Deployments of k8s/: non-root (the image's user),
+        # the runtime's default seccomp profile, no privilege escalation, no capabilities, and a
+        # read-only root filesystem (the pods write only /tmp and the reports volume). fsGroup
+        # lets that user write the reports volume where the volume plugin applies it.
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=10001,
+            run_as_group=10001,
+            fs_group=10001,
+            fs_group_change_policy="OnRootMismatch",
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        # No job talks to the Kubernetes API.
+        automount_service_account_token=False,
         # part-of: selected by k8s/network-policies.yaml (DNS and Kafka egress; nothing else).
         # No app.kubernetes.io/name: a batch match maker must not count in the match-maker PDB.
         labels={"app.kubernetes.io/part-of": "kappa-exchange", "app.kubernetes.io/component": "batch"},
