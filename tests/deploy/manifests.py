@@ -1,9 +1,14 @@
 """The Kubernetes manifests of k8s/, loaded once, and the helpers the deployment tests share."""
 
+import json
+
+import crd_rules
+import jsonschema
 import yaml
 from conftest import ROOT
 
 K8S = ROOT / "k8s"
+SCHEMA_DIR = K8S / "schemas"
 
 
 def docs():
@@ -35,3 +40,16 @@ def container(deployment):
 def env_of(c):
     """A container's `env` entries by name (manifest form: name, value / valueFrom)."""
     return {e["name"]: e for e in c.get("env", [])}
+
+
+def schemas(folder=SCHEMA_DIR):
+    """The JSON schemas of a folder of k8s/schemas/, by kind."""
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+
+
+def violations(doc, by_kind, docs=None):
+    """What a custom resource breaks: its schema (generated from the operator's CRD) and the
+    run-time rules of crd_rules.py. Empty: valid."""
+    validator = jsonschema.Draft202012Validator(by_kind[doc["kind"]])
+    found = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return found + crd_rules.errors(doc, [d for _, d in DOCS] if docs is None else docs)
