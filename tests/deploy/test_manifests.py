@@ -49,6 +49,14 @@ def test_schemas_reject_typos():
         jsonschema.validate(bad, SCHEMAS["KafkaNodePool"])
 
 
+def test_no_annotation_strimzi_ignores():
+    """From Strimzi 0.48 — the oldest release running Kafka 4.1 — KRaft and node pools are always
+    on and these annotations are ignored (Strimzi's CHANGELOG, 0.48.0)."""
+    for d in of_kind({"Kafka", "KafkaNodePool"}):
+        annotations = d["metadata"].get("annotations") or {}
+        assert not {"strimzi.io/kraft", "strimzi.io/node-pools"} & set(annotations), d["metadata"]["name"]
+
+
 def kubernetes_validate(*paths):
     exe = shutil.which("kubernetes-validate") or str(Path(__import__("sys").executable).parent / "kubernetes-validate")
     return subprocess.run([exe, "--strict", "-k", "1.31", *map(str, paths)], capture_output=True, text=True)
