@@ -87,12 +87,10 @@ def test_each_run_gets_its_own_groups_and_directories(dagbag, dag_id):
             assert len(dirs) == len(runs), dirs
 
 
-def test_the_daily_report_date():
+def test_the_daily_report_date(dagbag):
     """The `date` param, else the logical date (`ds`, as scheduled runs always had), else the date
     the run was triggered (run_after)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(ROOT / "airflow_dags" / "kappa_daily_report.py")).dags["kappa_daily_report"]
+    dag = dagbag.dags["kappa_daily_report"]
     cases = [
         (RUNS[0], RUNS[0].logical_date.date()),
         (RUNS[1], RUNS[1].logical_date.date()),
