@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files: yamllint (k8s/, airflow_dags/), hadolint (Dockerfile),
-# kubernetes-validate --strict and JSON schemas for the custom resources, and the Airflow DagBag
-# test with every DAG/Deployment command line parsed by the real binaries (built by cargo test).
+# kubernetes-validate --strict and JSON schemas for the custom resources, the Airflow DagBag
+# test with every DAG/Deployment command line parsed by the real binaries (built by cargo test),
+# and the monitoring (k8s/monitoring/): promtool check/test rules on the alert rules (promtool from
+# scripts/setup.sh), the Grafana dashboard's queries against the metrics the code exports.
 # Installs its pinned tools into .venv on first use (~1.5 min). Part of scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +27,5 @@ echo "== kubernetes-validate --strict (core resources)"
 # Custom resources are reported as skipped here; tests/deploy checks them against k8s/schemas.
 out=$("$bin/kubernetes-validate" --strict -k 1.31 --quiet k8s/*.yaml 2>&1) || { echo "$out"; exit 1; }
 echo "$out" | grep -v "Couldn't find schema for kind" || true
-echo "== pytest tests/deploy (CRD schemas, cross-checks, Airflow DagBag, command lines)"
+echo "== pytest tests/deploy (CRD schemas, cross-checks, Airflow DagBag, command lines, promtool, dashboard)"
 "$bin/python" -m pytest -q -p no:cacheprovider tests/deploy

@@ -92,12 +92,16 @@ def test_kustomization_lists_every_manifest():
 
 def test_monitoring_has_its_own_kustomization():
     """k8s/monitoring/ needs the Prometheus Operator's CRDs, so `kubectl apply -k k8s/` must not
-    include it; its own kustomization lists its manifests, in the same namespace."""
+    include it; its own kustomization lists its manifests and generates the dashboard's ConfigMap
+    in the same namespace."""
     main = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     k = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
     assert not any("monitoring" in r for r in main["resources"])
     assert set(k["resources"]) == {p.name for p in MONITORING.glob("*.yaml")} - {"kustomization.yaml"}
     assert k["namespace"] == main["namespace"]
+    (dashboard,) = k["configMapGenerator"]
+    assert dashboard["files"] == ["grafana-dashboard.json"] and (MONITORING / "grafana-dashboard.json").exists()
+    assert dashboard["options"]["labels"] == {"grafana_dashboard": "1"}
 
 
 def test_deployments_have_probes_on_the_ops_port_resources_and_hardening():

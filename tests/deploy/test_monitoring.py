@@ -1,7 +1,7 @@
 """Monitoring (k8s/monitoring/): the alert rules checked and unit-tested by promtool (Debian's
-prometheus package, installed by scripts/setup.sh), every metric and label a rule reads checked
-against what the code exports, and the PodMonitor against the Deployments and the network policy
-it depends on."""
+prometheus package, installed by scripts/setup.sh), the Grafana dashboard's structure and queries,
+every metric and label a rule or a panel reads checked against what the code exports, and the
+PodMonitor against the Deployments and the network policy it depends on."""
 
 import copy
 import json
@@ -16,6 +16,7 @@ from conftest import ROOT
 from manifests import MONITORING, MONITORING_DOCS, container, of_kind
 
 RULES = MONITORING / "prometheus-rules.yaml"
+DASHBOARD = MONITORING / "grafana-dashboard.json"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules.test.yaml")
 README = ROOT / "k8s" / "README.md"
 SOURCES = {p: p.read_text() for p in sorted((ROOT / "src").rglob("*.rs"))}
@@ -54,9 +55,10 @@ KAPPA = {
 #: Labels of every scraped sample: `job` (the job's own, = the PodMonitor's jobLabel) and what the
 #: Prometheus Operator adds from the pod.
 TARGET = {"job", "instance", "namespace", "pod", "container", "endpoint"}
-#: Series from elsewhere that the rules may read (k8s/README.md, "Monitoring").
+#: Series from elsewhere that the rules and the dashboard may read (k8s/README.md, "Monitoring").
 EXTERNAL = {
     "up": TARGET,  # Prometheus, per target
+    "ALERTS": {"alertname", "alertstate", "severity"},  # Prometheus, per alert
     "container_memory_working_set_bytes": {"namespace", "pod", "container", "id", "image", "name"},  # cAdvisor
     "kube_pod_container_resource_limits": {"namespace", "pod", "container", "node", "resource", "unit", "uid"},  # kube-state-metrics
 }
@@ -297,6 +299,39 @@ def test_rules_read_only_exported_metrics():
         assert not problems(r["expr"], names, shown), (r.get("alert") or r.get("record"), problems(r["expr"], names, shown))
 
 
+def dashboard():
+    return json.loads(DASHBOARD.read_text())
+
+
+def grafana_to_promql(expr):
+    """A panel's query with Grafana's variables filled: intervals with a duration, the template
+    variables (only ever in regex matchers) with a regex."""
+    for var, value in {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}.items():
+        expr = expr.replace(var, value)
+    return re.sub(r"\$\{?\w+\}?", ".+", expr)
+
+
+def targets():
+    """(panel title, refId, PromQL, legend) of every panel query and template variable query."""
+    out = []
+    for p in dashboard()["panels"]:
+        for t in p.get("targets", []):
+            legend = re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", ""))
+            out.append((p["title"], t["refId"], grafana_to_promql(t["expr"]), legend))
+    for v in dashboard()["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", v["query"]["query"])
+            assert m, v["name"]
+            out.append((f"${v['name']}", "query", grafana_to_promql(m.group(1)), [m.group(2)]))
+    return out
+
+
+def test_dashboard_reads_only_exported_metrics():
+    names = known()
+    for title, ref, expr, legend in targets():
+        assert not problems(expr, names, legend), (title, ref, problems(expr, names, legend))
+
+
 def test_the_metric_check_catches_what_the_code_does_not_export():
     names = known()
     assert problems('rate(kappa_batch_seconds_count{job="x"}[5m])', names) == ["unknown metric kappa_batch_seconds_count"]
@@ -307,6 +342,76 @@ def test_the_metric_check_catches_what_the_code_does_not_export():
     assert problems("kappa_consumer_lag{parition='1'}", names) == ["kappa_consumer_lag has no label parition"]
     assert problems("sum by (job) (kappa_consumer_lag)", names, ["topic"]) == ["shows label topic that the result has not"]
     assert not problems('max by (job, topic, partition) (kappa_consumer_lag{job=~".+"}) > 5', names, ["topic"])
+
+
+# --- The dashboard.
+
+
+def test_dashboard_structure():
+    d = dashboard()
+    assert d["uid"] and d["title"] and d["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = {}
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+        if p["type"] == "row":
+            assert not p.get("targets") and not p["panels"], p["title"]
+            continue
+        assert p["type"] in {"timeseries", "stat"}, p["title"]
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert p["targets"] and p["description"], p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert len(refs) == len(set(refs)), p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == p["datasource"] and t["expr"].strip(), (p["title"], t["refId"])
+            # Template variables only in regex matchers, where a multi-value selection works.
+            for var in re.findall(r'(\w+)(=~|!~|=|!=)"\$', t["expr"]):
+                assert var[1] == "=~", (p["title"], t["refId"], var)
+    # Every panel sits in a row: rows first, then their panels below them.
+    assert d["panels"][0]["type"] == "row"
+
+
+def test_dashboard_queries_parse_with_promtool(promtool, tmp_path):
+    """Each panel query, variables filled, as a recording rule: promtool parses it for real."""
+    records = [
+        {"record": f"dashboard:query_{i}:check", "expr": expr} for i, (_, _, expr, _) in enumerate(targets())
+    ]
+    path = write_rules(tmp_path, [{"name": "dashboard", "rules": records}])
+    run = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_dashboard_covers_the_operations_metrics():
+    """Throughput, lag, batch and commit latency quantiles, rejects and refusals by reason,
+    recovery, readiness, memory against the limit, market-view's streams and API."""
+    exprs = " ".join(expr for _, _, expr, _ in targets())
+    for series in [
+        "kappa_messages_consumed_total",
+        "kappa_items_total",
+        "kappa_consumer_lag",
+        "kappa_recovery_remaining_messages",
+        "kappa_ready",
+        "kappa_rejects_total",
+        "kappa_api_refused_total",
+        "kappa_api_orders_total",
+        "kappa_api_streams_open",
+        "container_memory_working_set_bytes",
+        "kube_pod_container_resource_limits",
+    ]:
+        assert re.search(rf"\b{series}\b", exprs), series
+    for histogram in ("kappa_batch_processing_seconds", "kappa_commit_seconds"):
+        for q in ("0.5", "0.99"):
+            assert f"histogram_quantile({q}, sum by (job, le) (rate({histogram}_bucket" in exprs, (histogram, q)
+    unused = {n for n in KAPPA if not re.search(rf"\b{n}(_bucket|_count|_sum)?\b", exprs)}
+    assert not unused, f"metrics the dashboard shows nowhere: {unused}"
 
 
 # --- The PodMonitor against the Deployments, the jobs' own `job` label and the network policy.
