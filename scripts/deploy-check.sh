@@ -5,6 +5,8 @@
 # run-time rules, Pod Security "restricted" for every pod, the Airflow DagBag, every templated
 # field rendered by Airflow for runs with and without a logical date, and every DAG/Deployment
 # command line parsed by the real binaries (built by cargo test).
+# Also the monitoring (k8s/monitoring/): promtool check/test rules on the alert rules (promtool
+# from scripts/setup.sh), the Grafana dashboard's queries against the metrics the code exports.
 # Installs its pinned tools into .venv on first use (~1.5 min). Part of scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,5 +30,5 @@ echo "== kubernetes-validate --strict (core resources)"
 # Custom resources are reported as skipped here; tests/deploy checks them against k8s/schemas.
 out=$("$bin/kubernetes-validate" --strict -k 1.31 --quiet k8s/*.yaml 2>&1) || { echo "$out"; exit 1; }
 echo "$out" | grep -v "Couldn't find schema for kind" || true
-echo "== pytest tests/deploy (CRD schemas, cross-checks, pod security, Airflow DagBag and rendering, command lines)"
+echo "== pytest tests/deploy (CRD schemas, cross-checks, pod security, Airflow DagBag and rendering, command lines, promtool, dashboard)"
 "$bin/python" -m pytest -q -p no:cacheprovider tests/deploy

@@ -15,11 +15,27 @@ done
 # Central). Machines of this kind have them already; install Debian's where missing.
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+updated=""
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
+  updated=1
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+# promtool: checks and unit-tests the alert rules (tests/deploy/test_monitoring.py). Debian ships it
+# in the prometheus package only: installed without its recommends (node exporter), and the server
+# the package starts (where services start) is stopped and disabled, as nothing here uses it.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: installing prometheus (for promtool)"
+  [ -n "$updated" ] || $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 fi
 
 for tool in cargo rustfmt cargo-clippy; do

@@ -122,6 +122,7 @@ SOURCES = [
         commit="f8fafd475f3d132e239432ae6172de60a6cb6516",
         path="example/prometheus-operator-crd",
         files={
+            "monitoring.coreos.com_podmonitors.yaml": "5c1bde3d4a5f3131fd6c148ab933193b867173f2",
             "monitoring.coreos.com_prometheusrules.yaml": "b423c3225b18489ca7bbc5091f38f7003c4bf3fc",
             "monitoring.coreos.com_servicemonitors.yaml": "f5736255990a0e152851fadb55f84d6fd0f91d87",
         },

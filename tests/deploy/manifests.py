@@ -9,18 +9,25 @@ from conftest import ROOT
 
 K8S = ROOT / "k8s"
 SCHEMA_DIR = K8S / "schemas"
+MONITORING = K8S / "monitoring"
 
 
-def docs():
+def docs(folder=K8S):
+    """The documents of the YAML files of `folder`, each with its path under k8s/."""
     out = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         for d in yaml.safe_load_all(path.read_text()):
             if d:
-                out.append((path.name, d))
+                out.append((str(path.relative_to(K8S)), d))
     return out
 
 
+#: What `kubectl apply -k k8s/` applies (and its kustomization).
 DOCS = docs()
+#: k8s/monitoring/: the Prometheus Operator's resources (PodMonitor, PrometheusRule) and their own
+#: kustomization, applied separately (`kubectl apply -k k8s/monitoring/`). Not in DOCS, which the
+#: cross-checks read as the application's own resources.
+MONITORING_DOCS = docs(MONITORING)
 
 
 def of_kind(kind):
