@@ -69,6 +69,12 @@ enum Command {
         #[arg(long, default_value = "")]
         topic_prefix: String,
     },
+    /// Write or check the generated contracts in schemas/: the HTTP API's OpenAPI description and
+    /// every JSON topic's message schema.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasAction,
+    },
     /// Create (or check), delete or print the pipeline's topics.
     Topics {
         #[command(subcommand)]
@@ -185,6 +191,20 @@ enum Command {
     Simulate {
         #[command(flatten)]
         flow: FlowArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasAction {
+    /// Regenerate the files.
+    Write {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Fail (exit 1) if a committed file differs from what the code generates.
+    Check {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
     },
 }
 
@@ -336,6 +356,26 @@ fn main() -> anyhow::Result<()> {
             }
             println!("{key}");
         }
+        Command::Schemas { action } => match action {
+            SchemasAction::Write { dir } => {
+                for path in kappa_exchange::schemas::write(&dir)? {
+                    println!("wrote {}", path.display());
+                }
+            }
+            SchemasAction::Check { dir } => {
+                let stale = kappa_exchange::schemas::stale(&dir);
+                if !stale.is_empty() {
+                    for path in &stale {
+                        eprintln!("stale: {}", path.display());
+                    }
+                    anyhow::bail!(
+                        "{} schema file(s) differ from the code: run `kappa schemas write`",
+                        stale.len()
+                    );
+                }
+                println!("schemas in {} match the code", dir.display());
+            }
+        },
         Command::Topics { action } => match action {
             TopicsAction::Create {
                 kafka,

@@ -51,13 +51,15 @@ fi
 # The broker's jars (cached in tools/kafka/lib; no network once there).
 bash "$(dirname "$0")/kafka.sh" fetch
 
-# Client examples (examples/python, tested by tests/clients.rs): the standard Python Kafka client,
-# pinned, in its own venv (.venv-clients).
+# Client examples (examples/python, tested by tests/clients.rs): the standard Python Kafka client
+# and Polars; and schemathesis, which tests the live HTTP API against its OpenAPI description
+# (tests/contracts.rs) — pinned, in their own venv (.venv-clients).
 clients_venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-clients"
-clients_req="confluent-kafka==2.12.1"
+clients_req="confluent-kafka==2.12.1 polars==2.1.0 schemathesis==4.32.5"
 if [ "$(cat "$clients_venv/.requirements" 2>/dev/null)" != "$clients_req" ]; then
   echo "setup: installing $clients_req into $clients_venv"
   python3 -m venv "$clients_venv"
-  "$clients_venv/bin/pip" install -q --disable-pip-version-check "$clients_req"
+  # shellcheck disable=SC2086 # several requirements
+  "$clients_venv/bin/pip" install -q --disable-pip-version-check $clients_req
   echo "$clients_req" > "$clients_venv/.requirements"
 fi

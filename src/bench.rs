@@ -125,7 +125,7 @@ pub fn passthrough(kafka: &KafkaArgs, from: &str, to: Option<&str>, n: u64) -> a
             }
         }
         count += 1;
-        if count % 1024 == 0 {
+        if count.is_multiple_of(1024) {
             producer.poll(Duration::ZERO);
         }
     }

@@ -365,7 +365,7 @@ fn publish_inner(
         }
         sent += 1;
         stats.bytes += payload.len() as u64;
-        if sent % 1024 == 0 {
+        if sent.is_multiple_of(1024) {
             producer.poll(Duration::ZERO);
             bar.set_position(sent);
         }

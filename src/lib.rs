@@ -29,6 +29,7 @@ pub mod generator;
 pub mod matchmaker;
 pub mod report;
 pub mod runtime;
+pub mod schemas;
 pub mod serving;
 pub mod simulate;
 pub mod soak;

@@ -26,9 +26,12 @@
 
 use super::auth::Keys;
 use super::guard::{audit, forbidden, outcome_of, Authed, ClientIp, Guard, Refusal};
-use super::orders::{self, IdAllocator, Prepared, RecentIds, Refused};
-use super::state::MarketState;
+use super::orders::{
+    self, ChangeRequest, IdAllocator, NewOrderRequest, Prepared, RecentIds, Refused,
+};
+use super::state::{BarView, BookView, Delta, InstrumentSummary, MarketState, PnlView};
 use crate::topics::Partitioner;
+use crate::wire::{LeaderboardMessage, OrderEventMessage, OrderMessage, TradeMessage};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -42,7 +45,6 @@ use kappa_engine::Instruments;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -161,13 +163,90 @@ impl ApiError {
     }
 }
 
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code (`unknown_instrument`, `price_off_tick`, `rate_limited`, …).
+    pub error: String,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// `GET /me`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub trader: String,
+}
+
+/// `GET /healthz`, `/readyz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(schema_with = health_status)]
+    pub status: &'static str,
+}
+
+fn health_status() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["ok", "ready", "catching_up"]))
+        .into()
+}
+
+/// One Server-Sent Event of `GET /stream/{instrument}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    #[schema(schema_with = stream_event_name)]
+    event: String,
+    /// A [`Delta`] in JSON.
+    #[schema(schema_with = stream_event_data)]
+    data: String,
+}
+
+fn stream_event_name() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["snapshot", "delta"]))
+        .into()
+}
+
+fn stream_event_data() -> utoipa::openapi::schema::Schema {
+    use utoipa::ToSchema as _;
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .content_media_type("application/json")
+        .content_schema(Some(utoipa::openapi::Ref::from_schema_name(Delta::name())))
+        .into()
+}
+
+/// An order-entry request's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OrderAccepted {
+    /// The order's id (allocated by the server when the request named none).
+    pub id: u64,
+    /// `SUBMITTED` (published now), or a retry's last known status.
+    pub status: String,
+    /// True for a retry of a client order id already seen: nothing was published again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate_request: bool,
+    pub order: AcceptedOrder,
+}
+
+/// The published message, or for a retry the order's last known status.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AcceptedOrder {
+    Submitted(OrderMessage),
+    Known(OrderEventMessage),
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({"error": self.error, "detail": self.detail})),
-        )
-            .into_response();
+        let body = ErrorBody {
+            error: self.error,
+            detail: self.detail,
+        };
+        let mut r = (self.status, Json(body)).into_response();
         if let Some((name, value)) = self.header {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 r.headers_mut().insert(name, v);
@@ -264,9 +343,83 @@ fn internal_error() -> Response {
     .into_response()
 }
 
+/// The API's OpenAPI 3.1 description, generated from the handlers' annotations and the serde
+/// types (`GET /openapi.json`; committed as `schemas/openapi.json`, where a test keeps it current).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Kappa Exchange API",
+        description = "Market data, analytics and order entry of Kappa Exchange. Prices, quantities \
+and money are exact decimals written as JSON numbers. Order entry and private reads need \
+`Authorization: Bearer <API key>`; every error is `{\"error\": <code>, \"detail\": <text>}`. \
+Live Swagger UI at `/docs`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        dashboard, instruments, book, trades, bars, pnl, leaderboard, me, new_order, order_status,
+        cancel_order, amend_order, stream, healthz, readyz
+    ),
+    components(schemas(Delta)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "market", description = "Instruments, books, trades, the live stream"),
+        (name = "analytics", description = "Bars with SMAs, P&L, the leaderboard (from the `analytics` topic)"),
+        (name = "orders", description = "Order entry and order status (an API key's trader)"),
+        (name = "ops", description = "Probes"),
+        (name = "dashboard", description = "The web dashboard"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `api_key` security scheme: `Authorization: Bearer kx_…`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("kx_…")
+                        .description(Some("A trader's API key (`--api-keys`)"))
+                        .build(),
+                ),
+            );
+    }
+}
+
+/// The OpenAPI description as served and committed: pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi as _;
+    crate::wire::schema::render(
+        &serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON"),
+    )
+}
+
+async fn openapi_document() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(openapi_json).as_str(),
+    )
+}
+
+/// Swagger UI at `/docs`, from the crate's vendored copy: no CDN, no validator calls out.
+fn docs() -> Router<App> {
+    let config = utoipa_swagger_ui::Config::new(["/openapi.json"]).validator_url("none");
+    Router::from(utoipa_swagger_ui::SwaggerUi::new("/docs").config(config))
+        .route("/openapi.json", get(openapi_document))
+}
+
 /// Builds the public router: API, order entry, dashboard, live streams, behind the guard.
 pub fn router(app: App, max_body: usize) -> Router {
     Router::new()
+        .merge(docs())
         .route("/", get(dashboard))
         .route("/instruments", get(instruments))
         .route("/book/{instrument}", get(book))
@@ -283,7 +436,17 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async {
-            ApiError::not_found("not_found", "no such endpoint; see / for the dashboard")
+            ApiError::not_found(
+                "not_found",
+                "no such endpoint; see /docs for the API, / for the dashboard",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see /docs",
+            )
         })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
@@ -309,10 +472,17 @@ pub fn ops_router(app: App) -> Router {
         .with_state(app)
 }
 
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard: one HTML page, no external resources", content_type = "text/html", body = String)))]
 async fn dashboard() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(DASHBOARD))
 }
 
+#[utoipa::path(get, path = "/instruments", tag = "market",
+    responses(
+        (status = 200, description = "Every instrument, with its session figures and the `orders` partition its orders go to", body = Vec<InstrumentSummary>),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 /// The instruments, each with the `orders` partition its orders must be produced to.
 async fn instruments(State(app): State<App>) -> impl IntoResponse {
     let mut list = app.read().instruments();
@@ -325,6 +495,15 @@ async fn instruments(State(app): State<App>) -> impl IntoResponse {
     Json(list)
 }
 
+#[utoipa::path(get, path = "/book/{instrument}", tag = "market",
+    params(("instrument" = String, Path, description = "Instrument symbol (see /instruments)", example = "TCS"),
+        ("depth" = Option<u32>, Query, description = "Levels per side (default 5)", minimum = 1, maximum = 5)),
+    responses(
+        (status = 200, description = "Top of book with spread and mid", body = BookView),
+        (status = 400, description = "Invalid parameter (`invalid_parameter`, `invalid_query`, `invalid_path`)", body = ErrorBody),
+        (status = 404, description = "`unknown_instrument`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn book(
     State(app): State<App>,
     PathParam(symbol): PathParam<String>,
@@ -338,6 +517,15 @@ async fn book(
         .ok_or_else(|| ApiError::unknown_instrument(&symbol))
 }
 
+#[utoipa::path(get, path = "/trades/{instrument}", tag = "market",
+    params(("instrument" = String, Path, description = "Instrument symbol (see /instruments)", example = "TCS"),
+        ("limit" = Option<u32>, Query, description = "Most trades (default 50)", minimum = 1, maximum = 10000)),
+    responses(
+        (status = 200, description = "Recent trades, newest first", body = Vec<TradeMessage>),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "`unknown_instrument`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn trades(
     State(app): State<App>,
     PathParam(symbol): PathParam<String>,
@@ -349,6 +537,15 @@ async fn trades(
         .ok_or_else(|| ApiError::unknown_instrument(&symbol))
 }
 
+#[utoipa::path(get, path = "/bars/{instrument}", tag = "analytics",
+    params(("instrument" = String, Path, description = "Instrument symbol (see /instruments)", example = "TCS"),
+        ("limit" = Option<u32>, Query, description = "Most bars (default 100)", minimum = 1, maximum = 100000)),
+    responses(
+        (status = 200, description = "Closed OHLCV bars with their SMAs, oldest first", body = Vec<BarView>),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 404, description = "`unknown_instrument`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn bars(
     State(app): State<App>,
     PathParam(symbol): PathParam<String>,
@@ -360,6 +557,15 @@ async fn bars(
         .ok_or_else(|| ApiError::unknown_instrument(&symbol))
 }
 
+#[utoipa::path(get, path = "/pnl/{trader}", tag = "analytics", security(("api_key" = [])),
+    params(("trader" = String, Path, description = "The API key's trader (another trader's P&L is refused)", example = "DEMO")),
+    responses(
+        (status = 200, description = "The trader's positions and realized/unrealized P&L", body = PnlView),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 403, description = "Another trader's P&L (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "`unknown_trader`: no P&L yet", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn pnl(
     State(app): State<App>,
     authed: Authed,
@@ -380,6 +586,12 @@ async fn pnl(
     })
 }
 
+#[utoipa::path(get, path = "/leaderboard", tag = "analytics",
+    responses(
+        (status = 200, description = "Traders ranked by total P&L", body = LeaderboardMessage),
+        (status = 404, description = "`no_leaderboard` yet", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn leaderboard(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
     let board = app.read().leaderboard().cloned();
     board.map(Json).ok_or_else(|| {
@@ -396,11 +608,29 @@ fn order_id(text: &str) -> Result<u64, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/me", tag = "orders", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The trader the API key belongs to", body = Me),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 /// Who the API key belongs to (the dashboard's login check).
 async fn me(authed: Authed) -> impl IntoResponse {
-    Json(json!({"trader": authed.trader}))
+    Json(Me {
+        trader: authed.trader,
+    })
 }
 
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
+    params(("id" = u64, Path, description = "Order id", minimum = 0)),
+    responses(
+        (status = 200, description = "The order's last known status (from `order-events`)", body = OrderEventMessage),
+        (status = 400, description = "`invalid_order_id`", body = ErrorBody),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 403, description = "Another trader's order", body = ErrorBody),
+        (status = 404, description = "`unknown_order`: not processed yet, or forgotten", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
 async fn order_status(
     State(app): State<App>,
     authed: Authed,
@@ -440,7 +670,12 @@ async fn publish(app: &Shared, p: Prepared) -> Result<Response, ApiError> {
             app.counters
                 .orders_published
                 .fetch_add(1, Ordering::Relaxed);
-            let body = json!({"id": p.id, "status": "SUBMITTED", "order": p.message});
+            let body = OrderAccepted {
+                id: p.id,
+                status: "SUBMITTED".into(),
+                duplicate_request: false,
+                order: AcceptedOrder::Submitted(p.message),
+            };
             return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
         }
         Ok(Err((e, _))) => e.to_string(),
@@ -501,6 +736,20 @@ fn audited(
     }
 }
 
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Client order id: a retry with the same one gets the same order id and is never a second order", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
+    request_body(content = NewOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Published to `orders`; its fate appears on `order-events` and `GET /orders/{id}`", body = OrderAccepted),
+        (status = 200, description = "A retry of a known client order id: its last known status, nothing published", body = OrderAccepted),
+        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+    ))]
 async fn new_order(
     State(app): State<App>,
     ip: Option<axum::Extension<ClientIp>>,
@@ -549,7 +798,12 @@ async fn place(
             app.counters
                 .duplicate_requests
                 .fetch_add(1, Ordering::Relaxed);
-            let body = json!({"id": p.id, "status": known.status, "duplicate_request": true, "order": known});
+            let body = OrderAccepted {
+                id: p.id,
+                status: known.status.clone(),
+                duplicate_request: true,
+                order: AcceptedOrder::Known(known),
+            };
             let r = (StatusCode::OK, Json(body)).into_response();
             return (id, Ok((r, "duplicate_request")));
         }
@@ -557,7 +811,12 @@ async fn place(
             app.counters
                 .duplicate_requests
                 .fetch_add(1, Ordering::Relaxed);
-            let body = json!({"id": p.id, "status": "SUBMITTED", "duplicate_request": true, "order": p.message});
+            let body = OrderAccepted {
+                id: p.id,
+                status: "SUBMITTED".into(),
+                duplicate_request: true,
+                order: AcceptedOrder::Submitted(p.message),
+            };
             let r = (StatusCode::ACCEPTED, Json(body)).into_response();
             return (id, Ok((r, "duplicate_request")));
         }
@@ -604,6 +863,20 @@ async fn change(
     audited(ip, action, trader.as_deref(), entry)
 }
 
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("api_key" = [])),
+    params(("id" = u64, Path, description = "Order id", minimum = 0)),
+    request_body(content = Option<ChangeRequest>, content_type = "application/json", description = "Optional: only needed for an order the server has not seen yet (its instrument)"),
+    responses(
+        (status = 202, description = "The cancel is published", body = OrderAccepted),
+        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+        (status = 404, description = "`unknown_order`", body = ErrorBody),
+    ))]
 async fn cancel_order(
     State(app): State<App>,
     ip: Option<axum::Extension<ClientIp>>,
@@ -614,6 +887,20 @@ async fn cancel_order(
     change(app, ip, authed, id, false, b).await
 }
 
+#[utoipa::path(post, path = "/orders/{id}/amend", tag = "orders", security(("api_key" = [])),
+    params(("id" = u64, Path, description = "Order id", minimum = 0)),
+    request_body(content = ChangeRequest, content_type = "application/json", description = "The new price and/or open quantity"),
+    responses(
+        (status = 202, description = "The amend is published", body = OrderAccepted),
+        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
+        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+        (status = 404, description = "`unknown_order`", body = ErrorBody),
+    ))]
 async fn amend_order(
     State(app): State<App>,
     ip: Option<axum::Extension<ClientIp>>,
@@ -624,6 +911,14 @@ async fn amend_order(
     change(app, ip, authed, id, true, b).await
 }
 
+#[utoipa::path(get, path = "/stream/{instrument}", tag = "market",
+    params(("instrument" = String, Path, description = "Instrument symbol (see /instruments)", example = "TCS")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: snapshot` with the full state, then `event: delta` with what changed (each `data` a `Delta` in JSON)", content_type = "text/event-stream", body = StreamEvent),
+        (status = 404, description = "`unknown_instrument`", body = ErrorBody),
+        (status = 429, description = "Too many streams from this address, or rate limited", body = ErrorBody),
+        (status = 503, description = "Too many streams open on the server", body = ErrorBody),
+    ))]
 /// Server-Sent Events for one instrument: a `snapshot` event with the full state first, then one
 /// `delta` per push interval with whatever changed (nothing is sent while nothing changes).
 async fn stream(
@@ -727,17 +1022,25 @@ impl Drop for StreamSlot {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Alive", body = Health)))]
 async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+    Json(Health { status: "ok" })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Caught up with the topics", body = Health),
+        (status = 503, description = "Still catching up", body = Health)))]
 async fn readyz(State(app): State<App>) -> Response {
     if app.ready.load(Ordering::Relaxed) {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Health { status: "ready" }).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "catching_up"})),
+            Json(Health {
+                status: "catching_up",
+            }),
         )
             .into_response()
     }

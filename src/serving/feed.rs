@@ -122,7 +122,7 @@ pub fn run(
                     let update = decode(&topics, m.topic(), payload);
                     if let Err(cause) = &update {
                         undecodable += 1;
-                        if undecodable <= LOGGED_UNDECODABLE || undecodable % 10_000 == 0 {
+                        if undecodable <= LOGGED_UNDECODABLE || undecodable.is_multiple_of(10_000) {
                             tracing::warn!(
                                 topic = m.topic(),
                                 partition = m.partition(),

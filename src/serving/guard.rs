@@ -343,7 +343,16 @@ pub async fn guard(State(app): State<App>, mut req: Request, next: Next) -> Resp
         return refuse(Refusal::IpRate, rate_limited("address", wait));
     }
 
-    if method == Method::POST {
+    // A write with a body must say it is JSON (a text/plain or form POST is a "simple" request
+    // that browsers send cross-origin without a preflight). A bodiless one (a cancel) has nothing
+    // to declare, and its Bearer credential forces a preflight anyway.
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if method == Method::POST && has_body {
         let json = req
             .headers()
             .get(header::CONTENT_TYPE)

@@ -302,17 +302,78 @@ pub fn new_order(
     Ok(prepared)
 }
 
-/// The optional body of `POST /orders/{id}/cancel` and `/amend`.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The body of `POST /orders`: an `orders` message (the seed format or its extensions) without
+/// `id` (allocated by the server) or with one below 2^52, and optionally a `client_order_id`.
+/// Read as the match maker reads `orders` ([`parse_order`]); this type describes it for the
+/// OpenAPI document.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChangeBody {
+#[schema(example = json!({"instrument": "TCS", "trxn_type": "BUY", "quantity": 5, "price": 15.05}))]
+#[allow(dead_code)]
+pub struct NewOrderRequest {
+    /// Only `NEW` here (cancel and amend have their own endpoints).
+    #[schema(schema_with = new_action)]
+    action: Option<String>,
+    /// Your own id, below 2^52 (omit it and the server allocates one).
+    #[schema(minimum = 1, maximum = 4503599627370495_u64)]
+    id: Option<u64>,
+    /// Instrument symbol (see `/instruments`).
+    #[schema(schema_with = crate::wire::schema::identifier)]
+    instrument: String,
+    #[schema(schema_with = crate::wire::schema::side)]
+    trxn_type: String,
+    /// A positive multiple of the instrument's lot size.
+    #[schema(schema_with = crate::wire::schema::decimal_input)]
+    quantity: String,
+    /// On the instrument's tick; required for `LIMIT`, absent for `MARKET`.
+    #[schema(schema_with = crate::wire::schema::decimal_input_or_null)]
+    price: Option<String>,
+    /// Accepted and ignored: the server stamps the order with its own time.
+    order_timestamp: Option<String>,
+    /// The API key's trader (another is refused `trader_mismatch`); filled in when absent.
+    #[schema(schema_with = crate::wire::schema::identifier_or_null)]
+    trader: Option<String>,
+    #[schema(schema_with = crate::wire::schema::order_type_or_null)]
+    order_type: Option<String>,
+    #[schema(schema_with = crate::wire::schema::tif_or_null)]
+    time_in_force: Option<String>,
+    post_only: Option<bool>,
+    /// Idempotency key (or the `Idempotency-Key` header): a retry with the same one gets the
+    /// same order id. Not with `id`.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,64}$")]
+    client_order_id: Option<String>,
+}
+
+fn new_action() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::String,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .enum_values(Some([
+            serde_json::Value::from("NEW"),
+            serde_json::Value::Null,
+        ]))
+        .into()
+}
+
+/// The body of `POST /orders/{id}/cancel` (optional) and `/amend`: the order's instrument when the
+/// server has not seen the order yet, and for an amend the new price and/or open quantity.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// The API key's trader, if named.
     #[serde(default)]
+    #[schema(schema_with = crate::wire::schema::identifier_or_null)]
     trader: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::wire::schema::identifier_or_null)]
     instrument: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::wire::schema::decimal_input_or_null)]
     price: Option<Box<RawValue>>,
     #[serde(default)]
+    #[schema(schema_with = crate::wire::schema::decimal_input_or_null)]
     quantity: Option<Box<RawValue>>,
 }
 
@@ -329,8 +390,9 @@ pub fn change_order(
     instruments: &Instruments,
     now_ms: i64,
 ) -> Result<Prepared, Refused> {
-    let body: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ChangeBody::default()
+    let empty = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let body: ChangeRequest = if empty {
+        ChangeRequest::default()
     } else {
         serde_json::from_slice(body)
             .map_err(|e| Refused::new("invalid_field", format!("bad request body: {e}")))?

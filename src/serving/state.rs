@@ -71,7 +71,7 @@ struct InstrumentState {
 }
 
 /// Counts of what the state was fed.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FeedCounts {
     pub book: u64,
     pub trades: u64,
@@ -104,22 +104,29 @@ pub struct MarketState {
 }
 
 /// An instrument in the instrument list, with its session figures.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct InstrumentSummary {
+    #[schema(schema_with = crate::wire::schema::identifier)]
     pub symbol: String,
     pub name: String,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub tick_size: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub lot_size: Decimal,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = crate::wire::schema::decimal_or_null)]
     pub last: Option<Decimal>,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = crate::wire::schema::decimal_or_null)]
     pub best_bid: Option<Decimal>,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = crate::wire::schema::decimal_or_null)]
     pub best_ask: Option<Decimal>,
     pub trades: u64,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub volume: Decimal,
     /// The `orders` partition the instrument's orders must be produced to (set by the API).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,14 +134,17 @@ pub struct InstrumentSummary {
 }
 
 /// The top of one instrument's book, with spread and mid.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct BookView {
+    #[schema(schema_with = crate::wire::schema::identifier)]
     pub instrument: String,
     pub bids: Vec<LevelMessage>,
     pub asks: Vec<LevelMessage>,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = crate::wire::schema::decimal_or_null)]
     pub spread: Option<Decimal>,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = crate::wire::schema::decimal_or_null)]
     pub mid: Option<Decimal>,
     /// Offset of the `orders` message after which this book was taken (-1: no book yet).
     pub as_of_offset: i64,
@@ -143,7 +153,7 @@ pub struct BookView {
 
 /// A closed bar with the SMAs computed at its close (empty until the SMA calculator's point
 /// for that window arrives).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct BarView {
     #[serde(flatten)]
     pub bar: BarMessage,
@@ -151,20 +161,24 @@ pub struct BarView {
 }
 
 /// A trader's positions and totals.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PnlView {
+    #[schema(schema_with = crate::wire::schema::identifier)]
     pub trader: String,
     pub positions: Vec<PnlMessage>,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub realized: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub unrealized: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
     pub total: Decimal,
 }
 
 /// What changed for one instrument since a client's version.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Delta {
     /// The version the client has now seen.
     pub version: u64,

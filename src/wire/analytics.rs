@@ -11,101 +11,131 @@ pub struct AnalyticsKind {
 }
 
 /// `kind: "bar"` — OHLCV of one instrument over one event-time window `[start_ms, end_ms)`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BarMessage {
+    #[schema(schema_with = super::schema::kind_bar)]
     pub kind: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     pub start_ms: i64,
     pub end_ms: i64,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub open: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub high: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub low: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub close: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub volume: Decimal,
     /// Volume-weighted average price (rounded to 6 decimal places).
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub vwap: Decimal,
     pub trades: i64,
 }
 
 /// One simple moving average; `value` is null until `n` bars exist.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SmaValue {
     pub n: usize,
     #[serde(with = "json_decimal::option")]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub value: Option<Decimal>,
 }
 
 /// `kind: "sma"` — moving averages of the bar closes of one instrument, at a bar's close.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SmaMessage {
+    #[schema(schema_with = super::schema::kind_sma)]
     pub kind: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     pub end_ms: i64,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub close: Decimal,
     pub sma: Vec<SmaValue>,
 }
 
 /// `kind: "pnl"` — one trader's position and P&L in one instrument at a window close (sent for
 /// every trader/instrument that traded in the window). Money rounded to 6 decimal places.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PnlMessage {
+    #[schema(schema_with = super::schema::kind_pnl)]
     pub kind: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub trader: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     pub end_ms: i64,
     /// Signed: positive long, negative short.
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub position: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub avg_price: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub realized: Decimal,
     /// Marked to the last trade price.
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub unrealized: Decimal,
     /// `realized + unrealized`.
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub total: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub mark: Decimal,
     /// Marked to the latest SMA (the shortest configured), when one exists.
     #[serde(default, with = "json_decimal::option")]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub mark_sma: Option<Decimal>,
     #[serde(default, with = "json_decimal::option")]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub unrealized_sma: Option<Decimal>,
     /// All-time traded quantity and notional.
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub volume: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub notional: Decimal,
     /// This window's bought and sold quantity.
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub window_bought: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub window_sold: Decimal,
 }
 
 /// One leaderboard line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaderEntry {
     pub rank: usize,
+    #[schema(schema_with = super::schema::identifier)]
     pub trader: String,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub total: Decimal,
 }
 
 /// The leaderboard (`GET /leaderboard`, the demo's summary): traders ranked by total P&L over all
 /// instruments, combined from every partition's latest [`TotalsMessage`]
 /// ([`crate::analytics::leaderboard`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaderboardMessage {
+    #[schema(schema_with = super::schema::kind_leaderboard)]
     pub kind: String,
     /// The newest window end among the totals it combines.
     pub end_ms: i64,
@@ -113,10 +143,12 @@ pub struct LeaderboardMessage {
 }
 
 /// One trader's total P&L in one partition's instruments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TraderTotal {
+    #[schema(schema_with = super::schema::identifier)]
     pub trader: String,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub total: Decimal,
 }
 
@@ -124,8 +156,9 @@ pub struct TraderTotal {
 /// (realized + unrealized, all the partition's instruments) of every trader that has traded
 /// there, by trader name. A deterministic output of that partition alone; the leaderboard is their
 /// combination.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TotalsMessage {
+    #[schema(schema_with = super::schema::kind_totals)]
     pub kind: String,
     pub end_ms: i64,
     /// The `trades` partition.

@@ -16,19 +16,25 @@ pub fn global_trade_id(partition: i32, trade_id: u64) -> u64 {
 }
 
 /// One execution, on `trades`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TradeMessage {
     pub trade_id: u64,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub price: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub quantity: Decimal,
+    #[schema(schema_with = super::schema::identifier)]
     pub buyer: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub seller: String,
     pub buy_order_id: u64,
     pub sell_order_id: u64,
     /// `BUY` or `SELL`: the side of the incoming (taker) order.
+    #[schema(schema_with = super::schema::side)]
     pub aggressor: String,
     /// Event time of the order that caused the trade (ms since epoch).
     pub ts_ms: i64,
@@ -308,45 +314,55 @@ fn json_str(s: &str, out: &mut Vec<u8>) {
 }
 
 /// A change in one order's life, on `order-events` (key = trader).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderEventMessage {
     pub order_id: u64,
+    #[schema(schema_with = super::schema::identifier)]
     pub trader: String,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     /// `ACCEPTED`, `REJECTED`, `NEW`, `PARTIALLY_FILLED`, `FILLED`, `AMENDED`, `CANCELLED`.
+    #[schema(schema_with = super::schema::order_status)]
     pub status: String,
     /// Cancel or reject reason code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::side_or_null)]
     pub side: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub price: Option<Decimal>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub quantity: Option<Decimal>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub filled: Option<Decimal>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
     pub leaves: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::order_type_or_null)]
     pub order_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::tif_or_null)]
     pub time_in_force: Option<String>,
     pub ts_ms: i64,
 }
@@ -425,19 +441,22 @@ impl OrderEventMessage {
 }
 
 /// One aggregated price level on `book`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LevelMessage {
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub price: Decimal,
     #[serde(with = "json_decimal")]
+    #[schema(schema_with = super::schema::decimal)]
     pub quantity: Decimal,
     pub orders: u32,
 }
 
 /// Top-N depth of one instrument, on `book` (conflated: the latest state wins; compare
 /// `(partition, as_of_offset)` to discard stale copies).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookMessage {
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     pub bids: Vec<LevelMessage>,
     pub asks: Vec<LevelMessage>,

@@ -6,7 +6,8 @@
 //! - [`orders`] — `orders` (the seed format and its extensions) and its parser;
 //! - [`matching`] — `trades`, `order-events`, `book`;
 //! - [`rejects`] — the `rejects` topic;
-//! - [`analytics`] — `analytics` (bars, SMAs, P&L, totals, the leaderboard) and its decoder.
+//! - [`analytics`] — `analytics` (bars, SMAs, P&L, totals, the leaderboard) and its decoder;
+//! - [`schema`] — their JSON Schemas (the topics' files in `schemas/topics/`, the API's OpenAPI).
 
 pub mod analytics;
 pub mod decimal;
@@ -14,6 +15,7 @@ pub mod matching;
 pub mod names;
 pub mod orders;
 pub mod rejects;
+pub mod schema;
 
 pub use analytics::*;
 pub use decimal::*;

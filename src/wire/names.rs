@@ -37,6 +37,18 @@ pub fn tif_name(t: TimeInForce) -> &'static str {
     name_in(&TIMES_IN_FORCE, t)
 }
 
+/// Every `status` on `order-events`: the engine's statuses ([`status_name`]) and the events that
+/// are not engine order updates (`ACCEPTED` before the first update, `REJECTED`).
+pub const ORDER_STATUSES: [&str; 7] = [
+    "ACCEPTED",
+    "REJECTED",
+    "NEW",
+    "PARTIALLY_FILLED",
+    "FILLED",
+    "AMENDED",
+    "CANCELLED",
+];
+
 /// `status` on `order-events` (the engine's statuses; `ACCEPTED`, `REJECTED` and `AMENDED`
 /// complete the set for events that are not engine order updates).
 pub fn status_name(s: OrderStatus) -> &'static str {
@@ -59,6 +71,14 @@ mod tests {
         assert_eq!(side_name(Side::Sell), Side::Sell.as_str());
         assert_eq!(order_type_name(OrderType::Market), "MARKET");
         assert_eq!(tif_name(TimeInForce::Fok), "FOK");
+        for s in [
+            OrderStatus::New,
+            OrderStatus::PartiallyFilled,
+            OrderStatus::Filled,
+            OrderStatus::Amended,
+        ] {
+            assert!(ORDER_STATUSES.contains(&status_name(s)));
+        }
         for table in [
             SIDES.map(|(n, _)| n).to_vec(),
             ORDER_TYPES.map(|(n, _)| n).to_vec(),

@@ -307,33 +307,41 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
 }
 
 /// An order as written to `orders` by the generator and the API (the extended seed format).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::action_or_null)]
     pub action: Option<String>,
     pub id: u64,
+    #[schema(schema_with = super::schema::identifier)]
     pub instrument: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::side_or_null)]
     pub trxn_type: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_input_or_null)]
     pub quantity: Option<Decimal>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "json_decimal::option"
     )]
+    #[schema(schema_with = super::schema::decimal_input_or_null)]
     pub price: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_timestamp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::identifier_or_null)]
     pub trader: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::order_type_or_null)]
     pub order_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::tif_or_null)]
     pub time_in_force: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_only: Option<bool>,

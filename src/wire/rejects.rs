@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a rejected input came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceRef {
     pub topic: String,
     pub partition: i32,
@@ -18,7 +18,7 @@ pub const REJECT_DETAIL_MAX: usize = 1024;
 
 /// A rejected input, on `rejects`: the reason, and the original payload (its first
 /// [`REJECT_PAYLOAD_MAX`] bytes, with its length and hash) for inspection or replay.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectMessage {
     /// Stable reason code (`malformed_json`, `price_off_tick`, `duplicate_order_id`, …).
     pub reason: String,

@@ -130,7 +130,7 @@ fn add_to_average(num: i128, den: i128, held: u64, qty: i64, price: i64) -> (i12
     // `den` divides `held` (always so while the position has only grown: then `num / den` is
     // `cost / held`): the new average is `(cost + pq) / total`, no larger denominator.
     let den64 = den as u64; // den <= AVG_DEN_MAX < 2^64
-    if held == 0 || (den64 <= held && held % den64 == 0) {
+    if held == 0 || (den64 <= held && held.is_multiple_of(den64)) {
         let m = (held / den64) as i128;
         if let Some(cost) = num.checked_mul(m).and_then(|c| c.checked_add(pq)) {
             return (cost, total, false); // total <= 2^63 < AVG_DEN_MAX
