@@ -256,6 +256,15 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
     a.write_topic(&topics.orders);
     out.push(a);
 
+    let mut a = Access::new(
+        "kappa-analytics-reader",
+        "traders' and quants' programs reading the analytics serving topic \
+         (examples/python/analytics_to_polars.py): read by assignment, nothing else",
+    );
+    a.reader(&kafka);
+    a.read_topic(&topics.analytics);
+    out.push(a);
+
     let mut a = Access::new("kappa-order-generator", "the order generator (demo flow)");
     a.reader(&kafka);
     a.write_topic(&topics.orders);

@@ -288,6 +288,58 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
         "the load test never wrote production orders"
     );
 
+    // The Python examples with a user's credential: the producer as the order generator's user
+    // (and refused with a wrong password), the Polars reader as the analytics readers' user.
+    let py = |script: &str, user: &str, pass: &str| {
+        Command::new(&python)
+            .arg(format!(
+                "{}/examples/python/{script}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .args(["--brokers", &broker.bootstrap])
+            .args(["-X", "security.protocol=SASL_PLAINTEXT"])
+            .args(["-X", "sasl.mechanism=SCRAM-SHA-512"])
+            .env("KAFKA_SASL_USERNAME", user)
+            .env("KAFKA_SASL_PASSWORD", pass)
+            .output()
+            .unwrap()
+    };
+    let wrong = py(
+        "produce_orders.py",
+        "kappa-order-generator",
+        "not-the-password",
+    );
+    assert!(!wrong.status.success(), "a wrong password was accepted");
+    let produced = py(
+        "produce_orders.py",
+        "kappa-order-generator",
+        &password("kappa-order-generator"),
+    );
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    assert_eq!(records(&admin, "orders"), 3001 + 100);
+    let read = py(
+        "analytics_to_polars.py",
+        "kappa-analytics-reader",
+        &password("kappa-analytics-reader"),
+    );
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&read.stdout).unwrap();
+    let counted: u64 = summary["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted as usize, analytics, "{summary}");
+
     // Nothing more: the broker refuses what a job has no business doing.
     for (user, topic) in [
         ("kappa-market-view", "trades"),
@@ -301,6 +353,11 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
     ] {
         let e = produce(&broker, user, topic).expect_err(&format!("{user} wrote {topic}"));
         assert!(e.contains("uthoriz"), "{user} → {topic}: {e}");
+    }
+    // A user with no Write anywhere is refused a producer id before any topic is named.
+    for topic in ["analytics", "orders"] {
+        let e = produce(&broker, "kappa-analytics-reader", topic);
+        assert!(e.is_err(), "kappa-analytics-reader wrote {topic}");
     }
     assert_eq!(produce(&broker, "kappa-market-view", "orders"), Ok(()));
     // Reading: market-view cannot read orders (its own writes) or another job's state.

@@ -8,6 +8,9 @@ produce call. An order sent elsewhere is refused by the match maker as `wrong_pa
 
     pip install confluent-kafka==2.12.1
     python3 examples/python/produce_orders.py --brokers 127.0.0.1:9092 --count 100
+    KAFKA_SASL_USERNAME=kappa-order-generator KAFKA_SASL_PASSWORD=... \
+      python3 examples/python/produce_orders.py --brokers kafka:9093 \
+      -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 -X ssl.ca.location=ca.crt
 
 Prints one JSON line per run: {"delivered": N, "failed": M, "partitions": {...}}.
 """
@@ -28,6 +31,16 @@ def instrument_table(path):
         return [i["symbol"] for i in tomllib.load(f)["instrument"]]
 
 
+def kafka_config(settings):
+    """-X KEY=VALUE settings, plus the SASL credential from the environment (as the jobs read it:
+    on the Strimzi cluster each client is a KafkaUser with only its ACLs)."""
+    config = dict(kv.split("=", 1) for kv in settings)
+    if os.environ.get("KAFKA_SASL_USERNAME"):
+        config["sasl.username"] = os.environ["KAFKA_SASL_USERNAME"]
+        config["sasl.password"] = os.environ.get("KAFKA_SASL_PASSWORD", "")
+    return config
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,11 +54,15 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--default-partitioner", action="store_true",
                     help="leave the partition to the client (WRONG: shows the wrong_partition refusal)")
+    ap.add_argument("-X", action="append", default=[], metavar="KEY=VALUE",
+                    help="librdkafka setting, as the jobs take them: e.g. -X security.protocol="
+                         "SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 (the user's credential from "
+                         "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD)")
     args = ap.parse_args()
 
     symbols = instrument_table(args.instruments)
     producer = Producer({"bootstrap.servers": args.brokers, "enable.idempotence": True,
-                         "acks": "all"})
+                         "acks": "all", **kafka_config(args.X)})
     meta = producer.list_topics(args.topic, timeout=10)
     topic = meta.topics.get(args.topic)
     if topic is None or topic.error is not None or not topic.partitions:
