@@ -577,10 +577,10 @@ async fn bars(
     params(("trader" = String, Path, description = "The API key's trader (another trader's P&L is refused)", example = "DEMO")),
     responses(
         (status = 200, description = "The trader's positions and realized/unrealized P&L", body = PnlView),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "Another trader's P&L (`forbidden`)", body = ErrorBody),
         (status = 404, description = "`unknown_trader`: no P&L yet", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 async fn pnl(
     State(app): State<App>,
@@ -661,8 +661,8 @@ fn order_id(text: &str) -> Result<u64, ApiError> {
 #[utoipa::path(get, path = "/me", tag = "orders", security(("api_key" = [])),
     responses(
         (status = 200, description = "The trader the API key belongs to", body = Me),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 /// Who the API key belongs to (the dashboard's login check).
 async fn me(authed: Authed) -> impl IntoResponse {
@@ -710,10 +710,10 @@ async fn list_orders(
     responses(
         (status = 200, description = "The order's last known status (from `order-events`)", body = OrderEventMessage),
         (status = 400, description = "`invalid_order_id`", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "Another trader's order", body = ErrorBody),
         (status = 404, description = "`unknown_order`: not processed yet, or forgotten", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 async fn order_status(
     State(app): State<App>,
@@ -827,7 +827,7 @@ fn audited(
         (status = 202, description = "Published to `orders`; its fate appears on `order-events` and `GET /orders/{id}`", body = OrderAccepted),
         (status = 200, description = "A retry of a known client order id: its last known status, nothing published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
@@ -953,7 +953,7 @@ async fn change(
     responses(
         (status = 202, description = "The cancel is published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
@@ -977,7 +977,7 @@ async fn cancel_order(
     responses(
         (status = 202, description = "The amend is published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
