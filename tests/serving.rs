@@ -971,12 +971,17 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ] {
-        let r = api
-            .request("POST", "/orders")
+        // A connection of its own: the server closes one whose refused body it did not read,
+        // and a pooled connection reused after that would fail the next request (EOF).
+        let r = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .post(&format!("{}/orders", api.base))
+            .set("authorization", &format!("Bearer {key}"))
             .set("content-type", ct)
             .send_string(order);
         let Err(ureq::Error::Status(415, r)) = r else {
-            panic!("{ct}: expected 415")
+            panic!("{ct}: expected 415, got {:?}", r.map(|r| r.status()))
         };
         assert_eq!(
             r.into_json::<Value>().unwrap()["error"],
