@@ -126,6 +126,55 @@ fn market_view_order_statuses_fit_their_budget_and_stay_at_their_cap() {
         "grew from {at_cap} to {after} bytes past its cap"
     );
     assert!(state.order(0).is_none() && state.order(5 * cap as u64 - 1).is_some());
+    assert_eq!(
+        state.orders_of("T0000", usize::MAX, false).len(),
+        cap / 5000,
+        "the per-trader index lost or kept too much"
+    );
+}
+
+/// The per-trader index at its worst: every order another trader's (one index entry each).
+#[test]
+fn market_view_order_statuses_fit_their_budget_with_a_trader_per_order() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let instruments = load_instruments(None).unwrap();
+    let cap = 50_000;
+    let limits = Limits {
+        orders: cap,
+        ..Limits::default()
+    };
+    let one_each = |id: u64| OrderEventMessage {
+        trader: format!("T{id:07}"),
+        ..order_event(id)
+    };
+    let before = live();
+    let mut state = MarketState::new(&instruments, limits);
+    for id in 0..cap as u64 {
+        state.apply_order_event(one_each(id));
+    }
+    let at_cap = live() - before;
+    let per_order = at_cap as usize / cap;
+    println!("{per_order} bytes per kept order status, one trader each (requested sizes)");
+    assert!(
+        per_order <= Limits::BYTES_PER_ORDER,
+        "{per_order} B per order is above the documented {} B",
+        Limits::BYTES_PER_ORDER
+    );
+    for id in cap as u64..3 * cap as u64 {
+        state.apply_order_event(one_each(id));
+    }
+    let after = live() - before;
+    assert!(
+        after <= at_cap + at_cap / 4,
+        "grew from {at_cap} to {after} bytes past its cap"
+    );
+    assert!(state.orders_of("T0000000", 1, false).is_empty());
+    assert_eq!(
+        state
+            .orders_of(&format!("T{:07}", 3 * cap - 1), 10, false)
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -167,6 +216,55 @@ fn market_view_pnl_fits_its_budget_and_keeps_at_most_its_traders() {
     assert!(state
         .pnl(&format!("TRADER-{:06}", 4 * traders - 1))
         .is_some());
+}
+
+#[test]
+fn market_view_pnl_history_fits_its_budget_and_stays_at_its_cap() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let instruments = load_instruments(None).unwrap();
+    let (traders, points) = (500, 600);
+    let limits = Limits {
+        pnl_traders: traders,
+        pnl_history: points,
+        ..Limits::default()
+    };
+    let mut state = MarketState::new(&instruments, limits);
+    let window = |state: &mut MarketState, w: usize| {
+        for t in 0..traders {
+            state.apply_pnl(PnlMessage {
+                end_ms: 1_700_000_000_000 + 1000 * w as i64,
+                ..pnl_row(t, "TCS")
+            });
+        }
+    };
+    // One window: the rows (and one point each); then the histories fill up.
+    window(&mut state, 0);
+    let rows = live();
+    for w in 1..points {
+        window(&mut state, w);
+    }
+    let at_cap = live() - rows;
+    let per_point = at_cap as usize / (traders * (points - 1));
+    println!("{per_point} bytes per kept P&L history point (requested sizes)");
+    assert!(
+        per_point <= Limits::BYTES_PER_PNL_POINT,
+        "{per_point} B per point is above the documented {} B",
+        Limits::BYTES_PER_PNL_POINT
+    );
+    for w in points..3 * points {
+        window(&mut state, w);
+    }
+    let after = live() - rows;
+    assert!(
+        after <= at_cap + at_cap / 50,
+        "grew from {at_cap} to {after} bytes past its cap"
+    );
+    let kept = state.pnl_history("TRADER-000000", usize::MAX).unwrap();
+    assert_eq!(kept.points.len(), points);
+    assert_eq!(
+        kept.points.last().unwrap().end_ms,
+        1_700_000_000_000 + 1000 * (3 * points as i64 - 1)
+    );
 }
 
 #[test]

@@ -303,14 +303,134 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         serde_json::to_value(board.as_ref().unwrap()).unwrap()
     );
 
+    // The history: the trader's total after each window with a row, oldest first.
+    let mut expected_history: Vec<(i64, Decimal)> = Vec::new();
+    let mut latest: HashMap<String, Decimal> = HashMap::new();
+    read_topic(&reader, &p.topic("analytics"), |m| {
+        let payload = m.payload().unwrap();
+        if serde_json::from_slice::<AnalyticsKind>(payload)
+            .unwrap()
+            .kind
+            != "pnl"
+        {
+            return;
+        }
+        let r: PnlMessage = serde_json::from_slice(payload).unwrap();
+        if &r.trader != trader {
+            return;
+        }
+        latest.insert(r.instrument.clone(), r.total);
+        let total = latest.values().sum();
+        match expected_history.last_mut() {
+            // A row of an earlier window (its partition lagging) updates the newest point.
+            Some(last) if last.0 >= r.end_ms => last.1 = total,
+            _ => expected_history.push((r.end_ms, total)),
+        }
+    })
+    .unwrap();
+    let owner_of_pnl = api.as_trader(trader);
+    let (s, history) = owner_of_pnl.get(&format!("/pnl/{trader}/history"));
+    assert_eq!(s, 200, "{history}");
+    assert_eq!(history["trader"], trader.as_str());
+    let points: Vec<(i64, Decimal)> = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["end_ms"].as_i64().unwrap(), d(&p["total"])))
+        .collect();
+    assert_eq!(points, expected_history);
+    assert_eq!(points.last().unwrap().1, d(&view["total"]));
+    let (_, tail) = owner_of_pnl.get(&format!("/pnl/{trader}/history?limit=2"));
+    let tail: Vec<i64> = tail["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_ms"].as_i64().unwrap())
+        .collect();
+    let newest_two: Vec<i64> = expected_history
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(tail, newest_two);
+    // Another trader's history is refused like their P&L, and needs a key.
+    let (s, v) = api.get(&format!("/pnl/{trader}/history"));
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    let (s, v) = api.anonymous().get(&format!("/pnl/{trader}/history"));
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+
     let (id, ev) = events.iter().find(|(_, e)| e.status == "FILLED").unwrap();
     let (s, v) = api.get(&format!("/orders/{id}"));
     assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "{v}");
     let (s, status) = api.add_trader(&ev.trader).get(&format!("/orders/{id}"));
     assert_eq!((s, status), (200, serde_json::to_value(ev).unwrap()));
 
+    // --- A trader's orders: only the key's trader's, newest (first seen) first, each with its
+    // last status — where a refused command about a known order is not its status.
+    const OPEN: [&str; 4] = ["ACCEPTED", "NEW", "PARTIALLY_FILLED", "AMENDED"];
+    let mut first_seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut kept: HashMap<u64, OrderEventMessage> = HashMap::new();
+    read_topic(&reader, &p.topic("order-events"), |m| {
+        let e: OrderEventMessage = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        if e.status == "REJECTED" && kept.contains_key(&e.order_id) {
+            return;
+        }
+        if !kept.contains_key(&e.order_id) {
+            first_seen
+                .entry(e.trader.clone())
+                .or_default()
+                .push(e.order_id);
+        }
+        kept.insert(e.order_id, e);
+    })
+    .unwrap();
+    // A trader with more than 5 orders, open ones and finished ones.
+    let (lister, seen) = first_seen
+        .iter()
+        .find(|(_, ids)| {
+            let open = ids
+                .iter()
+                .filter(|id| OPEN.contains(&kept[*id].status.as_str()))
+                .count();
+            ids.len() > 5 && open > 0 && open < ids.len()
+        })
+        .expect("a trader with open and finished orders");
+    let newest = |open_only: bool, limit: usize| -> Vec<Value> {
+        seen.iter()
+            .rev()
+            .map(|id| &kept[id])
+            .filter(|e| !open_only || OPEN.contains(&e.status.as_str()))
+            .take(limit)
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    };
+    let lister = api.add_trader(lister);
+    for (query, open_only, limit) in [
+        ("", false, 100),
+        ("?limit=5", false, 5),
+        ("?limit=500&status=all", false, 500),
+        ("?status=open&limit=500", true, 500),
+    ] {
+        let (s, listed) = lister.get(&format!("/orders{query}"));
+        assert_eq!(s, 200, "{query}: {listed}");
+        assert_eq!(
+            listed.as_array().unwrap(),
+            &newest(open_only, limit),
+            "{query}"
+        );
+    }
+    // No other trader's: API01 has placed nothing yet.
+    let (s, none) = api.get("/orders");
+    assert_eq!((s, none), (200, json!([])));
+
     // --- Errors: JSON bodies with the right status.
-    let cases: [(&str, u16, &str); 9] = [
+    let cases: [(&str, u16, &str); 17] = [
         ("/book/NOPE", 404, "unknown_instrument"),
         ("/book/TCS?depth=0", 400, "invalid_parameter"),
         ("/book/TCS?depth=6", 400, "invalid_parameter"),
@@ -318,7 +438,16 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
         ("/trades/TCS?limit=abc", 400, "invalid_parameter"),
         ("/orders/abc", 400, "invalid_order_id"),
         ("/orders/424242", 404, "unknown_order"),
+        ("/orders?limit=0", 400, "invalid_parameter"),
+        ("/orders?limit=501", 400, "invalid_parameter"),
+        ("/orders?limit=-1", 400, "invalid_parameter"),
+        ("/orders?status=closed", 400, "invalid_parameter"),
+        // The trader is the key's: there is no asking for another's.
+        ("/orders?trader=T0001", 400, "invalid_parameter"),
         ("/pnl/API01", 404, "unknown_trader"),
+        ("/pnl/API01/history", 404, "unknown_trader"),
+        ("/pnl/API01/history?limit=0", 400, "invalid_parameter"),
+        ("/pnl/API01/history?from=0", 400, "invalid_parameter"),
         ("/no/such/thing", 404, "not_found"),
     ];
     for (path, status, error) in cases {
@@ -329,6 +458,12 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
             "{path}: {v}"
         );
     }
+    let (s, v) = api.anonymous().get("/orders");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
 
     // --- Order entry: refused requests are never published.
     let orders_before = high_watermark(&reader, &p.topic("orders"));
@@ -437,6 +572,28 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
     assert_eq!((s, placed["id"].as_u64()), (202, Some(77_000_001)));
     let resting = api.until("/orders/77000001", |s, v| s == 200 && v["status"] == "NEW");
     assert_eq!(resting["trader"], "API01");
+    let listed_ids = |path: &str, api: &Api| -> Vec<(u64, String)> {
+        let (s, v) = api.get(path);
+        assert_eq!(s, 200, "{path}: {v}");
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["order_id"].as_u64().unwrap(),
+                    o["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        listed_ids("/orders", &api),
+        vec![(77_000_001, "NEW".to_string()), (id, "FILLED".to_string())]
+    );
+    assert_eq!(
+        listed_ids("/orders?status=open", &api),
+        vec![(77_000_001, "NEW".to_string())]
+    );
     let someone = api.as_trader("SOMEONE");
     let (s, v) = someone.post("/orders/77000001/cancel", "");
     assert_eq!((s, v["error"].as_str()), (403, Some("not_order_owner")));
@@ -450,6 +607,16 @@ fn market_view_serves_the_topics_and_accepts_orders(on: On) {
     assert_eq!(s, 202);
     let cancelled = api.until("/orders/77000001", |_, v| v["status"] == "CANCELLED");
     assert_eq!(cancelled["reason"], "requested");
+    // The list follows; SOMEONE's (refused) cancel and amend made nothing theirs.
+    assert_eq!(
+        listed_ids("/orders", &api),
+        vec![
+            (77_000_001, "CANCELLED".to_string()),
+            (id, "FILLED".to_string())
+        ]
+    );
+    assert!(listed_ids("/orders?status=open", &api).is_empty());
+    assert!(listed_ids("/orders", &someone).is_empty());
     let (s, v) = api.post("/orders/77000001/cancel", "");
     assert_eq!((s, v["error"].as_str()), (400, Some("order_not_active")));
 
@@ -804,12 +971,17 @@ fn market_view_refuses_impersonation_forgery_cross_site_rebinding_and_floods() {
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ] {
-        let r = api
-            .request("POST", "/orders")
+        // A connection of its own: the server closes one whose refused body it did not read,
+        // and a pooled connection reused after that would fail the next request (EOF).
+        let r = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .post(&format!("{}/orders", api.base))
+            .set("authorization", &format!("Bearer {key}"))
             .set("content-type", ct)
             .send_string(order);
         let Err(ureq::Error::Status(415, r)) = r else {
-            panic!("{ct}: expected 415")
+            panic!("{ct}: expected 415, got {:?}", r.map(|r| r.status()))
         };
         assert_eq!(
             r.into_json::<Value>().unwrap()["error"],

@@ -11,8 +11,10 @@
 //! | GET | `/trades/{instrument}?limit=1..` | recent trades, newest first |
 //! | GET | `/bars/{instrument}?limit=1..` | closed OHLCV bars with their SMAs, oldest first |
 //! | GET | `/pnl/{trader}` | 🔑 that trader's positions and realized/unrealized P&L |
+//! | GET | `/pnl/{trader}/history?limit=1..` | 🔑 that trader's total P&L per window, oldest first |
 //! | GET | `/leaderboard` | the latest P&L leaderboard |
 //! | GET | `/me` | 🔑 the trader the API key belongs to |
+//! | GET | `/orders?limit=1..500&status=open` | 🔑 one's own orders' last statuses, newest first |
 //! | GET | `/orders/{id}` | 🔑 last known status of one's own order |
 //! | POST | `/orders` | 🔑 new order → 202 `{id}`, or 400 with the validation reason |
 //! | POST | `/orders/{id}/cancel`, `/orders/{id}/amend` | 🔑 202, or 400/403/404 with the reason |
@@ -29,7 +31,7 @@ use super::guard::{audit, forbidden, outcome_of, Authed, ClientIp, Guard, Refusa
 use super::orders::{
     self, ChangeRequest, IdAllocator, NewOrderRequest, Prepared, RecentIds, Refused,
 };
-use super::state::{BarView, BookView, Delta, InstrumentSummary, MarketState, PnlView};
+use super::state::{BarView, BookView, Delta, InstrumentSummary, MarketState, PnlHistory, PnlView};
 use crate::topics::Partitioner;
 use crate::wire::{LeaderboardMessage, OrderEventMessage, OrderMessage, TradeMessage};
 use axum::body::Bytes;
@@ -57,6 +59,9 @@ pub const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Top-of-book depth the `book` topic carries.
 pub const MAX_DEPTH: usize = 5;
+
+/// Most orders one `GET /orders` lists.
+pub const MAX_ORDERS_LISTED: usize = 500;
 
 /// Counters of the API's own work.
 #[derive(Debug, Default)]
@@ -176,6 +181,16 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub trader: String,
+}
+
+/// `GET /orders?status=`: which of the trader's orders.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderFilter {
+    /// The live ones: `ACCEPTED`, `NEW`, `PARTIALLY_FILLED`, `AMENDED`.
+    Open,
+    /// Every kept one (the default).
+    All,
 }
 
 /// `GET /healthz`, `/readyz`.
@@ -356,10 +371,10 @@ Live Swagger UI at `/docs`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        dashboard, instruments, book, trades, bars, pnl, leaderboard, me, new_order, order_status,
-        cancel_order, amend_order, stream, healthz, readyz
+        dashboard, instruments, book, trades, bars, pnl, pnl_history, leaderboard, me, list_orders,
+        new_order, order_status, cancel_order, amend_order, stream, healthz, readyz
     ),
-    components(schemas(Delta)),
+    components(schemas(Delta, OrderFilter)),
     modifiers(&BearerAuth),
     tags(
         (name = "market", description = "Instruments, books, trades, the live stream"),
@@ -426,9 +441,10 @@ pub fn router(app: App, max_body: usize) -> Router {
         .route("/trades/{instrument}", get(trades))
         .route("/bars/{instrument}", get(bars))
         .route("/pnl/{trader}", get(pnl))
+        .route("/pnl/{trader}/history", get(pnl_history))
         .route("/leaderboard", get(leaderboard))
         .route("/me", get(me))
-        .route("/orders", post(new_order))
+        .route("/orders", get(list_orders).post(new_order))
         .route("/orders/{id}", get(order_status))
         .route("/orders/{id}/cancel", post(cancel_order))
         .route("/orders/{id}/amend", post(amend_order))
@@ -561,29 +577,63 @@ async fn bars(
     params(("trader" = String, Path, description = "The API key's trader (another trader's P&L is refused)", example = "DEMO")),
     responses(
         (status = 200, description = "The trader's positions and realized/unrealized P&L", body = PnlView),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "Another trader's P&L (`forbidden`)", body = ErrorBody),
         (status = 404, description = "`unknown_trader`: no P&L yet", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 async fn pnl(
     State(app): State<App>,
     authed: Authed,
     PathParam(trader): PathParam<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if trader != authed.trader {
-        return Err(forbidden(format!(
-            "this API key is {}'s; another trader's P&L is not shown",
-            authed.trader
-        )));
-    }
+    own_pnl(&authed, &trader)?;
     let view = app.read().pnl(&trader);
-    view.map(Json).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_trader",
-            format!("no P&L for trader {trader:?} (no trades yet?)"),
-        )
-    })
+    view.map(Json).ok_or_else(|| no_pnl(&trader))
+}
+
+/// Refuses another trader's P&L.
+fn own_pnl(authed: &Authed, trader: &str) -> Result<(), ApiError> {
+    if trader == authed.trader {
+        return Ok(());
+    }
+    Err(forbidden(format!(
+        "this API key is {}'s; another trader's P&L is not shown",
+        authed.trader
+    )))
+}
+
+fn no_pnl(trader: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_trader",
+        format!("no P&L for trader {trader:?} (no trades yet?)"),
+    )
+}
+
+#[utoipa::path(get, path = "/pnl/{trader}/history", tag = "analytics", security(("api_key" = [])),
+    params(("trader" = String, Path, description = "The API key's trader (another trader's P&L is refused)", example = "DEMO"),
+        ("limit" = Option<u32>, Query, description = "Most points, the newest (default: all kept, the last `--pnl-history`)", minimum = 1, maximum = 100000)),
+    responses(
+        (status = 200, description = "The trader's total P&L after each analytics window in which they traded, oldest first", body = PnlHistory),
+        (status = 400, description = "Invalid parameter (`invalid_parameter`, `invalid_query`, `invalid_path`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
+        (status = 403, description = "Another trader's P&L (`forbidden`)", body = ErrorBody),
+        (status = 404, description = "`unknown_trader`: no P&L yet", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+/// A trader's P&L over time (the dashboard's P&L chart): kept while the trader's P&L is.
+async fn pnl_history(
+    State(app): State<App>,
+    authed: Authed,
+    PathParam(trader): PathParam<String>,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    own_pnl(&authed, &trader)?;
+    let limit = params
+        .only(&["limit"])?
+        .count("limit", usize::MAX, 100_000)?;
+    let history = app.read().pnl_history(&trader, limit);
+    history.map(Json).ok_or_else(|| no_pnl(&trader))
 }
 
 #[utoipa::path(get, path = "/leaderboard", tag = "analytics",
@@ -611,8 +661,8 @@ fn order_id(text: &str) -> Result<u64, ApiError> {
 #[utoipa::path(get, path = "/me", tag = "orders", security(("api_key" = [])),
     responses(
         (status = 200, description = "The trader the API key belongs to", body = Me),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 /// Who the API key belongs to (the dashboard's login check).
 async fn me(authed: Authed) -> impl IntoResponse {
@@ -621,15 +671,49 @@ async fn me(authed: Authed) -> impl IntoResponse {
     })
 }
 
+#[utoipa::path(get, path = "/orders", tag = "orders", security(("api_key" = [])),
+    params(("limit" = Option<u32>, Query, description = "Most orders (default 100)", minimum = 1, maximum = 500),
+        ("status" = Option<OrderFilter>, Query, description = "`open`: only the live orders (`ACCEPTED`, `NEW`, `PARTIALLY_FILLED`, `AMENDED`); `all` (default): every kept one")),
+    responses(
+        (status = 200, description = "The API key's trader's orders with their last known status (from `order-events`), newest first: those among the last `--orders-kept` orders of the exchange", body = Vec<OrderEventMessage>),
+        (status = 400, description = "Invalid parameter (`invalid_parameter`, `invalid_query`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+/// The API key's trader's orders, newest first (the dashboard's order table).
+async fn list_orders(
+    State(app): State<App>,
+    authed: Authed,
+    params: Params,
+) -> Result<impl IntoResponse, ApiError> {
+    use serde::de::IntoDeserializer as _;
+    let params = params.only(&["limit", "status"])?;
+    let limit = params.count("limit", 100, MAX_ORDERS_LISTED)?;
+    let filter = match params.0.get("status") {
+        None => OrderFilter::All,
+        Some(v) => serde::Deserialize::deserialize(v.as_str().into_deserializer()).map_err(
+            |_: serde::de::value::Error| {
+                ApiError::bad(
+                    "invalid_parameter",
+                    format!("status must be open or all, not {v:?}"),
+                )
+            },
+        )?,
+    };
+    let open_only = matches!(filter, OrderFilter::Open);
+    let orders = app.read().orders_of(&authed.trader, limit, open_only);
+    Ok(Json(orders))
+}
+
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("api_key" = [])),
     params(("id" = u64, Path, description = "Order id", minimum = 0)),
     responses(
         (status = 200, description = "The order's last known status (from `order-events`)", body = OrderEventMessage),
         (status = 400, description = "`invalid_order_id`", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "Another trader's order", body = ErrorBody),
         (status = 404, description = "`unknown_order`: not processed yet, or forgotten", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 async fn order_status(
     State(app): State<App>,
@@ -743,7 +827,7 @@ fn audited(
         (status = 202, description = "Published to `orders`; its fate appears on `order-events` and `GET /orders/{id}`", body = OrderAccepted),
         (status = 200, description = "A retry of a known client order id: its last known status, nothing published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
@@ -869,7 +953,7 @@ async fn change(
     responses(
         (status = 202, description = "The cancel is published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
@@ -893,7 +977,7 @@ async fn cancel_order(
     responses(
         (status = 202, description = "The amend is published", body = OrderAccepted),
         (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`missing_credentials`, `invalid_credentials`, `expired_credentials`)", body = ErrorBody),
+        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
         (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),

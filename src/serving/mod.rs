@@ -41,13 +41,19 @@ pub struct ServeArgs {
     /// Bars kept per instrument.
     #[arg(long, default_value_t = 720)]
     pub bars: usize,
-    /// Orders whose last status is kept for `GET /orders/{id}` (≈ 600 B each: 200 k ≈ 115 MiB).
+    /// Orders whose last status is kept for `GET /orders/{id}` and `GET /orders` (≤ 780 B each
+    /// with the per-trader index: 200 k ≈ 149 MiB).
     #[arg(long, default_value_t = 200_000)]
     pub orders_kept: usize,
     /// Traders whose P&L is kept for `GET /pnl/{trader}` (≈ 1.3 kB per trader and instrument
     /// traded; the least recently updated are forgotten first).
     #[arg(long, default_value_t = 10_000)]
     pub pnl_traders: usize,
+    /// Points of P&L history kept per kept trader for `GET /pnl/{trader}/history`: the total
+    /// after each analytics window with a trade of theirs (≤ 25 B each; forgotten with the
+    /// trader).
+    #[arg(long, default_value_t = 600)]
+    pub pnl_history: usize,
     /// Most live (SSE) streams open at once; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 256)]
     pub max_streams: usize,
@@ -109,6 +115,7 @@ impl Default for ServeArgs {
             bars: 720,
             orders_kept: 200_000,
             pnl_traders: 10_000,
+            pnl_history: 600,
             max_streams: 256,
             order_id_key: None,
             max_body: 16 * 1024,
@@ -200,6 +207,7 @@ pub fn spawn(
         bars: args.bars.max(1),
         orders: args.orders_kept.max(1),
         pnl_traders: args.pnl_traders.max(1),
+        pnl_history: args.pnl_history.max(1),
     };
     let market = Arc::new(RwLock::new(state::MarketState::new(instruments, limits)));
     let ready = Arc::new(AtomicBool::new(false));

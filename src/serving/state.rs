@@ -1,7 +1,7 @@
 //! The serving layer's in-memory market state: the latest top-5 book per instrument, the recent
-//! trade tape, bars with their SMAs, positions and the leaderboard, and the last status of every
-//! order — all bounded. Pure: it is fed decoded messages and answered queries, and knows nothing of
-//! Kafka or HTTP, so it is tested directly.
+//! trade tape, bars with their SMAs, positions with each trader's P&L history and the leaderboard,
+//! and the last status of every order, indexed by trader — all bounded. Pure: it is fed decoded
+//! messages and answered queries, and knows nothing of Kafka or HTTP, so it is tested directly.
 //!
 //! Every change is stamped with a global, increasing version. A live client holds the version it
 //! has seen; [`MarketState::delta`] returns what changed for its instrument since then, so one
@@ -15,7 +15,7 @@ use crate::wire::{
 use kappa_engine::Instruments;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Most `trades` partitions whose P&L totals make up the leaderboard.
 pub const MAX_TOTALS_PARTITIONS: i32 = 4096;
@@ -31,13 +31,19 @@ pub struct Limits {
     pub orders: usize,
     /// Traders whose P&L rows are kept (the least recently updated forgotten first).
     pub pnl_traders: usize,
+    /// Points of P&L history kept per kept trader (the oldest forgotten first).
+    pub pnl_history: usize,
 }
 
 impl Limits {
-    /// Measured heap bytes per kept order status (tests/memory.rs checks it).
-    pub const BYTES_PER_ORDER: usize = 600;
+    /// Measured heap bytes per kept order status, its place in the per-trader index included
+    /// (tests/memory.rs checks it: ≈ 660 B with 10 orders per trader, ≈ 755 B with a trader per
+    /// order).
+    pub const BYTES_PER_ORDER: usize = 780;
     /// Measured heap bytes per kept P&L row (one trader × instrument; tests/memory.rs).
     pub const BYTES_PER_PNL_ROW: usize = 1_300;
+    /// Measured heap bytes per kept point of P&L history (tests/memory.rs).
+    pub const BYTES_PER_PNL_POINT: usize = 25;
 }
 
 impl Default for Limits {
@@ -47,6 +53,7 @@ impl Default for Limits {
             bars: 720,
             orders: 200_000,
             pnl_traders: 10_000,
+            pnl_history: 600,
         }
     }
 }
@@ -91,16 +98,157 @@ pub struct MarketState {
     /// Ordered map, not a hash map: under the insert/evict churn at the cap a hash table
     /// doubles (it grows when more than half its buckets are in use at a rehash); a B-tree's
     /// memory stays proportional to its entries (tests/memory.rs).
-    orders: BTreeMap<u64, OrderEventMessage>,
+    orders: BTreeMap<u64, KeptOrder>,
+    /// Kept order ids, first seen first: the eviction order of `orders`.
     order_fifo: VecDeque<u64>,
-    /// trader → (version of its last update, instrument → latest P&L row).
-    pnl: BTreeMap<String, (u64, BTreeMap<String, PnlMessage>)>,
+    /// The sequence number of the last order seen first.
+    order_seq: u64,
+    /// The kept orders by trader.
+    orders_by_trader: OrderIndex,
+    /// trader → positions and P&L history.
+    pnl: BTreeMap<String, TraderPnl>,
     /// (version of the last update, trader): the eviction order of `pnl`.
     pnl_lru: BTreeMap<u64, String>,
     /// Every partition's latest P&L totals, and the ranking they make (with its version).
     totals: Leaderboard,
     leaderboard: Option<(u64, LeaderboardMessage)>,
     counts: FeedCounts,
+}
+
+/// Statuses of an order that is still live (it can trade, be cancelled or amended):
+/// `GET /orders?status=open`.
+pub const OPEN_STATUSES: [&str; 4] = ["ACCEPTED", "NEW", "PARTIALLY_FILLED", "AMENDED"];
+
+fn is_open(status: &str) -> bool {
+    OPEN_STATUSES.contains(&status)
+}
+
+/// An order's last status, with when it was first seen.
+#[derive(Debug)]
+struct KeptOrder {
+    /// The state's order sequence number when the order was first seen: its place in its
+    /// trader's list.
+    seq: u64,
+    event: OrderEventMessage,
+}
+
+/// The kept orders by trader (`GET /orders`): two B-trees over all traders keyed by (trader
+/// number, first-seen sequence number), so a trader with one order costs an entry, not a tree of
+/// its own. Every kept order is under the trader of its kept status, nothing else is, and a trader
+/// keeps its number only while it has kept orders: the index is bounded by the orders it indexes.
+#[derive(Debug, Default)]
+struct OrderIndex {
+    /// trader → (its number, how many kept orders it has).
+    traders: BTreeMap<String, (u64, usize)>,
+    /// The last trader number given.
+    last_trader: u64,
+    /// (trader number, first-seen sequence number) → order id: each trader's orders, oldest first.
+    all: BTreeMap<(u64, u64), u64>,
+    /// The keys of `all` whose order's last status is open.
+    open: BTreeSet<(u64, u64)>,
+}
+
+impl OrderIndex {
+    /// Adds order `id`, first seen as number `seq`, to `trader`'s.
+    fn insert(&mut self, trader: &str, seq: u64, id: u64, open: bool) {
+        let number = match self.traders.get_mut(trader) {
+            Some((number, count)) => {
+                *count += 1;
+                *number
+            }
+            None => {
+                self.last_trader += 1;
+                self.traders
+                    .insert(trader.to_string(), (self.last_trader, 1));
+                self.last_trader
+            }
+        };
+        self.all.insert((number, seq), id);
+        if open {
+            self.open.insert((number, seq));
+        }
+    }
+
+    /// Removes the order first seen as number `seq` from `trader`'s.
+    fn remove(&mut self, trader: &str, seq: u64) {
+        let Some((number, count)) = self.traders.get_mut(trader) else {
+            return;
+        };
+        let key = (*number, seq);
+        if self.all.remove(&key).is_some() {
+            *count -= 1;
+        }
+        self.open.remove(&key);
+        if *count == 0 {
+            self.traders.remove(trader);
+        }
+    }
+
+    /// Marks `trader`'s order `seq` open or not.
+    fn set_open(&mut self, trader: &str, seq: u64, open: bool) {
+        if let Some((number, _)) = self.traders.get(trader) {
+            if open {
+                self.open.insert((*number, seq));
+            } else {
+                self.open.remove(&(*number, seq));
+            }
+        }
+    }
+
+    /// The ids of `trader`'s orders (only the open ones with `open_only`), newest first, at
+    /// most `limit`.
+    fn newest(&self, trader: &str, limit: usize, open_only: bool) -> Vec<u64> {
+        let Some((number, _)) = self.traders.get(trader) else {
+            return Vec::new();
+        };
+        let range = (*number, 0)..=(*number, u64::MAX);
+        if open_only {
+            self.open
+                .range(range)
+                .rev()
+                .filter_map(|k| self.all.get(k).copied())
+                .take(limit)
+                .collect()
+        } else {
+            self.all
+                .range(range)
+                .rev()
+                .map(|(_, id)| *id)
+                .take(limit)
+                .collect()
+        }
+    }
+}
+
+/// One kept trader's P&L.
+#[derive(Debug)]
+struct TraderPnl {
+    /// The version of its last update (its key in `pnl_lru`).
+    version: u64,
+    /// instrument → latest P&L row.
+    rows: BTreeMap<String, PnlMessage>,
+    /// Total P&L after each window with a row, oldest first, at most `Limits::pnl_history`.
+    history: VecDeque<PnlPoint>,
+}
+
+/// Appends the total P&L as of window end `end_ms` to `history` (at most `cap` points). A row of
+/// a window before the newest point (an instrument whose trades partition lags behind) changes
+/// the total as of the newest point, which it updates: the times only ever increase.
+fn record_point(history: &mut VecDeque<PnlPoint>, end_ms: i64, total: Decimal, cap: usize) {
+    if let Some(last) = history.back_mut() {
+        if last.end_ms >= end_ms {
+            last.total = total;
+            return;
+        }
+    }
+    if history.len() >= cap {
+        history.pop_front();
+    }
+    if history.len() == history.capacity() {
+        // Grows by doubling, but never beyond the cap (a full history is exactly `cap` points).
+        history.reserve_exact(history.len().max(4).min(cap - history.len()).max(1));
+    }
+    history.push_back(PnlPoint { end_ms, total });
 }
 
 /// An instrument in the instrument list, with its session figures.
@@ -175,6 +323,26 @@ pub struct PnlView {
     #[serde(with = "json_decimal")]
     #[schema(schema_with = crate::wire::schema::decimal)]
     pub total: Decimal,
+}
+
+/// One point of a trader's P&L history: the trader's total P&L (realized + unrealized, summed
+/// over instruments, as in `GET /pnl/{trader}`) after the analytics window ending at `end_ms`.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PnlPoint {
+    pub end_ms: i64,
+    #[serde(with = "json_decimal")]
+    #[schema(schema_with = crate::wire::schema::decimal)]
+    pub total: Decimal,
+}
+
+/// A trader's P&L over time.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PnlHistory {
+    #[schema(schema_with = crate::wire::schema::identifier)]
+    pub trader: String,
+    /// One point per analytics window in which the trader traded, oldest first (the last is the
+    /// total of `GET /pnl/{trader}`).
+    pub points: Vec<PnlPoint>,
 }
 
 /// What changed for one instrument since a client's version.
@@ -257,6 +425,8 @@ impl MarketState {
             by_symbol,
             orders: BTreeMap::new(),
             order_fifo: VecDeque::new(),
+            order_seq: 0,
+            orders_by_trader: OrderIndex::default(),
             pnl: BTreeMap::new(),
             pnl_lru: BTreeMap::new(),
             totals: Leaderboard::default(),
@@ -317,22 +487,43 @@ impl MarketState {
         }
     }
 
-    /// Applies an `order-events` message: the order's latest status. A `duplicate_order_id`
-    /// reject names an id that belongs to another (earlier) order: it never replaces that order's
-    /// status (a retried request must not make the original look rejected).
+    /// Applies an `order-events` message: the order's latest status. A reject naming an order
+    /// that is already known is a refused command about it — a duplicate new order (a retried
+    /// request that raced the first), or a cancel or amend, possibly by another trader — and never
+    /// replaces its status (a retry must not make the original look rejected, nor another
+    /// trader's refused cancel make it theirs).
     pub fn apply_order_event(&mut self, event: OrderEventMessage) {
         self.counts.order_events += 1;
         self.bump();
         let id = event.order_id;
-        if event.reason.as_deref() == Some("duplicate_order_id") && self.orders.contains_key(&id) {
+        let open = is_open(&event.status);
+        if let Some(kept) = self.orders.get_mut(&id) {
+            if event.status == "REJECTED" {
+                return;
+            }
+            let seq = kept.seq;
+            if kept.event.trader != event.trader {
+                // Only after a first event that was another trader's reject (e.g. a cancel that
+                // arrived before the order): the order is its owner's.
+                self.orders_by_trader.remove(&kept.event.trader, seq);
+                self.orders_by_trader.insert(&event.trader, seq, id, open);
+            } else if open != is_open(&kept.event.status) {
+                self.orders_by_trader.set_open(&event.trader, seq, open);
+            }
+            kept.event = event;
             return;
         }
-        if self.orders.insert(id, event).is_none() {
-            self.order_fifo.push_back(id);
-            while self.order_fifo.len() > self.limits.orders {
-                if let Some(old) = self.order_fifo.pop_front() {
-                    self.orders.remove(&old);
-                }
+        self.order_seq += 1;
+        let seq = self.order_seq;
+        self.orders_by_trader.insert(&event.trader, seq, id, open);
+        self.orders.insert(id, KeptOrder { seq, event });
+        self.order_fifo.push_back(id);
+        while self.order_fifo.len() > self.limits.orders {
+            let Some(old) = self.order_fifo.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.orders.remove(&old) {
+                self.orders_by_trader.remove(&gone.event.trader, gone.seq);
             }
         }
     }
@@ -357,23 +548,29 @@ impl MarketState {
         }
     }
 
-    /// Applies a P&L row from `analytics`.
+    /// Applies a P&L row from `analytics`: the trader's row for the instrument, and the trader's
+    /// new total as a point of its history.
     pub fn apply_pnl(&mut self, pnl: PnlMessage) {
         self.counts.analytics += 1;
         let v = self.bump();
-        let (version, rows) = match self.pnl.get_mut(&pnl.trader) {
+        let cap = self.limits.pnl_history.max(1);
+        let entry = match self.pnl.get_mut(&pnl.trader) {
             Some(entry) => entry,
-            None => self
-                .pnl
-                .entry(pnl.trader.clone())
-                .or_insert((0, BTreeMap::new())),
+            None => self.pnl.entry(pnl.trader.clone()).or_insert(TraderPnl {
+                version: 0,
+                rows: BTreeMap::new(),
+                history: VecDeque::new(),
+            }),
         };
-        if *version != 0 {
-            self.pnl_lru.remove(version);
+        if entry.version != 0 {
+            self.pnl_lru.remove(&entry.version);
         }
-        *version = v;
+        entry.version = v;
         self.pnl_lru.insert(v, pnl.trader.clone());
-        rows.insert(pnl.instrument.clone(), pnl);
+        let end_ms = pnl.end_ms;
+        entry.rows.insert(pnl.instrument.clone(), pnl);
+        let total = entry.rows.values().map(|r| r.total).sum();
+        record_point(&mut entry.history, end_ms, total, cap);
         while self.pnl.len() > self.limits.pnl_traders {
             let Some((_, trader)) = self.pnl_lru.pop_first() else {
                 break;
@@ -502,8 +699,7 @@ impl MarketState {
 
     /// A trader's positions (by instrument) and totals (None: no P&L seen for the trader).
     pub fn pnl(&self, trader: &str) -> Option<PnlView> {
-        let (_, rows) = self.pnl.get(trader)?;
-        let positions: Vec<PnlMessage> = rows.values().cloned().collect();
+        let positions: Vec<PnlMessage> = self.pnl.get(trader)?.rows.values().cloned().collect();
         let sum = |f: fn(&PnlMessage) -> Decimal| positions.iter().map(f).sum::<Decimal>();
         Some(PnlView {
             trader: trader.to_string(),
@@ -514,6 +710,17 @@ impl MarketState {
         })
     }
 
+    /// The last `limit` points of a trader's P&L history, oldest first (None: no P&L seen for
+    /// the trader).
+    pub fn pnl_history(&self, trader: &str, limit: usize) -> Option<PnlHistory> {
+        let history = &self.pnl.get(trader)?.history;
+        let skip = history.len().saturating_sub(limit);
+        Some(PnlHistory {
+            trader: trader.to_string(),
+            points: history.iter().skip(skip).copied().collect(),
+        })
+    }
+
     /// The latest leaderboard.
     pub fn leaderboard(&self) -> Option<&LeaderboardMessage> {
         self.leaderboard.as_ref().map(|(_, b)| b)
@@ -521,7 +728,18 @@ impl MarketState {
 
     /// The last known status of order `id`.
     pub fn order(&self, id: u64) -> Option<&OrderEventMessage> {
-        self.orders.get(&id)
+        self.orders.get(&id).map(|k| &k.event)
+    }
+
+    /// The last known statuses of `trader`'s kept orders, newest (first seen last) first, at
+    /// most `limit`; with `open_only`, only the orders whose status is one of [`OPEN_STATUSES`].
+    /// Costs O(`limit` × log orders) either way.
+    pub fn orders_of(&self, trader: &str, limit: usize, open_only: bool) -> Vec<OrderEventMessage> {
+        self.orders_by_trader
+            .newest(trader, limit, open_only)
+            .iter()
+            .filter_map(|id| self.orders.get(id).map(|k| k.event.clone()))
+            .collect()
     }
 
     /// What changed for `symbol` since version `seen` (`seen` = 0: a full snapshot).
@@ -763,6 +981,249 @@ mod tests {
         // ...but is the status of an id nobody else holds here.
         s.apply_order_event(OrderEventMessage { order_id: 9, ..dup });
         assert_eq!(s.order(9).unwrap().status, "REJECTED");
+    }
+
+    /// An order status event of `trader`.
+    fn order_ev(id: u64, trader: &str, status: &str) -> OrderEventMessage {
+        OrderEventMessage {
+            order_id: id,
+            trader: trader.into(),
+            instrument: "TCS".into(),
+            status: status.into(),
+            reason: None,
+            side: Some("BUY".into()),
+            price: Some(d("15")),
+            quantity: Some(d("1")),
+            filled: None,
+            leaves: None,
+            order_type: None,
+            time_in_force: None,
+            ts_ms: 0,
+        }
+    }
+
+    fn ids(orders: &[OrderEventMessage]) -> Vec<u64> {
+        orders.iter().map(|o| o.order_id).collect()
+    }
+
+    /// The per-trader index holds exactly the kept orders, each under its kept status's trader,
+    /// with the open ones marked, and no trader without orders.
+    fn assert_index_consistent(s: &MarketState) {
+        let index = &s.orders_by_trader;
+        let mut per_number: BTreeMap<u64, usize> = BTreeMap::new();
+        for ((number, seq), id) in &index.all {
+            let kept = &s.orders[id];
+            assert_eq!(kept.seq, *seq);
+            assert_eq!(index.traders[&kept.event.trader].0, *number);
+            assert_eq!(
+                index.open.contains(&(*number, *seq)),
+                is_open(&kept.event.status)
+            );
+            *per_number.entry(*number).or_default() += 1;
+        }
+        assert!(index.open.iter().all(|k| index.all.contains_key(k)));
+        // Every trader kept has orders, and their count.
+        assert_eq!(index.traders.len(), per_number.len());
+        for (trader, (number, count)) in &index.traders {
+            assert_eq!(per_number.get(number), Some(count), "{trader}");
+        }
+        assert_eq!(index.all.len(), s.orders.len());
+        assert_eq!(s.order_fifo.len(), s.orders.len());
+        assert!(s.orders.len() <= s.limits.orders);
+    }
+
+    #[test]
+    fn orders_are_listed_per_trader_newest_first_and_leave_with_their_eviction() {
+        let mut s = state(Limits {
+            orders: 3,
+            ..Limits::default()
+        });
+        // Ids are not in time order (the API's are random): the list is in the order seen.
+        s.apply_order_event(order_ev(30, "T1", "NEW"));
+        s.apply_order_event(order_ev(20, "T2", "NEW"));
+        s.apply_order_event(order_ev(10, "T1", "ACCEPTED"));
+        assert_eq!(ids(&s.orders_of("T1", 100, false)), vec![10, 30]);
+        assert_eq!(ids(&s.orders_of("T2", 100, false)), vec![20]);
+        assert_eq!(ids(&s.orders_of("T1", 1, false)), vec![10]);
+        assert!(s.orders_of("T3", 100, false).is_empty());
+        // Statuses change in place; `open_only` follows them.
+        s.apply_order_event(order_ev(30, "T1", "PARTIALLY_FILLED"));
+        s.apply_order_event(order_ev(10, "T1", "FILLED"));
+        let t1 = s.orders_of("T1", 100, false);
+        assert_eq!(ids(&t1), vec![10, 30]);
+        assert_eq!(
+            (t1[0].status.as_str(), t1[1].status.as_str()),
+            ("FILLED", "PARTIALLY_FILLED")
+        );
+        assert_eq!(ids(&s.orders_of("T1", 100, true)), vec![30]);
+        s.apply_order_event(order_ev(30, "T1", "CANCELLED"));
+        assert!(s.orders_of("T1", 100, true).is_empty());
+        assert_index_consistent(&s);
+        // Past the cap the oldest order goes, from its trader's list too, and a trader with it.
+        s.apply_order_event(order_ev(40, "T3", "NEW"));
+        assert_eq!(ids(&s.orders_of("T1", 100, false)), vec![10]);
+        s.apply_order_event(order_ev(50, "T3", "NEW"));
+        assert!(s.orders_of("T2", 100, false).is_empty());
+        assert!(!s.orders_by_trader.traders.contains_key("T2"));
+        s.apply_order_event(order_ev(60, "T3", "NEW"));
+        assert!(!s.orders_by_trader.traders.contains_key("T1"));
+        assert_eq!(ids(&s.orders_of("T3", 100, true)), vec![60, 50, 40]);
+        assert_eq!(ids(&s.orders_of("T3", 2, true)), vec![60, 50]);
+        assert_index_consistent(&s);
+    }
+
+    #[test]
+    fn a_refused_command_never_replaces_an_orders_status_nor_its_owner() {
+        let mut s = state(Limits::default());
+        s.apply_order_event(order_ev(5, "T1", "NEW"));
+        // Another trader's cancel, refused by the engine (the server had not seen the order).
+        let refused = |id, trader: &str, reason: &str| OrderEventMessage {
+            reason: Some(reason.into()),
+            side: None,
+            price: None,
+            quantity: None,
+            ..order_ev(id, trader, "REJECTED")
+        };
+        s.apply_order_event(refused(5, "T2", "not_order_owner"));
+        // The owner's amend that would have crossed, refused: the order still rests.
+        s.apply_order_event(refused(5, "T1", "post_only_would_cross"));
+        assert_eq!(
+            (
+                s.order(5).unwrap().status.as_str(),
+                s.order(5).unwrap().trader.as_str()
+            ),
+            ("NEW", "T1")
+        );
+        assert!(s.orders_of("T2", 100, false).is_empty());
+        assert_eq!(ids(&s.orders_of("T1", 100, true)), vec![5]);
+        // A cancel that arrived before its order: the id is first seen as the canceller's
+        // reject, then becomes its owner's.
+        s.apply_order_event(refused(7, "T2", "unknown_order"));
+        assert_eq!(ids(&s.orders_of("T2", 100, false)), vec![7]);
+        s.apply_order_event(order_ev(7, "T1", "ACCEPTED"));
+        assert!(s.orders_of("T2", 100, false).is_empty());
+        assert_eq!(ids(&s.orders_of("T1", 100, true)), vec![7, 5]);
+        assert_index_consistent(&s);
+    }
+
+    #[test]
+    fn the_order_index_stays_within_the_cap_under_churn() {
+        let cap = 50;
+        let mut s = state(Limits {
+            orders: cap,
+            ..Limits::default()
+        });
+        // A deterministic mix: new orders of 7 traders, status changes of recent ones, rejects.
+        let statuses = [
+            "ACCEPTED",
+            "NEW",
+            "PARTIALLY_FILLED",
+            "FILLED",
+            "CANCELLED",
+            "AMENDED",
+        ];
+        let mut x: u64 = 12345;
+        for step in 0..5_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = x >> 33;
+            let id = if r.is_multiple_of(3) {
+                step
+            } else {
+                step.saturating_sub(r % 60)
+            };
+            let trader = format!("T{}", (id * 7 + r % 2) % 7);
+            let status = if r.is_multiple_of(11) {
+                "REJECTED"
+            } else {
+                statuses[(r % 6) as usize]
+            };
+            s.apply_order_event(order_ev(id, &trader, status));
+            if step % 97 == 0 {
+                assert_index_consistent(&s);
+            }
+        }
+        assert_index_consistent(&s);
+        assert_eq!(s.orders.len(), cap);
+        let listed: usize = (0..7)
+            .map(|t| s.orders_of(&format!("T{t}"), usize::MAX, false).len())
+            .sum();
+        assert_eq!(listed, cap);
+    }
+
+    #[test]
+    fn pnl_history_records_the_total_per_window_and_is_bounded() {
+        let mut s = state(Limits {
+            pnl_history: 3,
+            ..Limits::default()
+        });
+        let row = |trader: &str, inst: &str, end_ms: i64, realized: &str| PnlMessage {
+            end_ms,
+            ..pnl_row(trader, inst, realized, "0")
+        };
+        let points = |s: &MarketState, trader: &str| -> Vec<(i64, Decimal)> {
+            s.pnl_history(trader, usize::MAX)
+                .unwrap()
+                .points
+                .iter()
+                .map(|p| (p.end_ms, p.total))
+                .collect()
+        };
+        s.apply_pnl(row("A", "TCS", 1000, "1"));
+        s.apply_pnl(row("B", "TCS", 1000, "-5"));
+        // Two instruments closing the same window: one point, the sum.
+        s.apply_pnl(row("A", "INFY", 1000, "2"));
+        assert_eq!(points(&s, "A"), vec![(1000, d("3"))]);
+        s.apply_pnl(row("A", "TCS", 2000, "4"));
+        assert_eq!(points(&s, "A"), vec![(1000, d("3")), (2000, d("6"))]);
+        // A row of an earlier window (its partition lagging) updates the newest point.
+        s.apply_pnl(row("A", "INFY", 1500, "0"));
+        assert_eq!(points(&s, "A"), vec![(1000, d("3")), (2000, d("4"))]);
+        // Bounded: the oldest point goes.
+        s.apply_pnl(row("A", "TCS", 3000, "5"));
+        s.apply_pnl(row("A", "TCS", 4000, "7"));
+        assert_eq!(
+            points(&s, "A"),
+            vec![(2000, d("4")), (3000, d("5")), (4000, d("7"))]
+        );
+        let a = &s.pnl["A"].history;
+        assert!(a.capacity() <= 4, "{} points of room", a.capacity());
+        // The newest point is the total `GET /pnl` shows; the limit takes the newest points.
+        assert_eq!(s.pnl("A").unwrap().total, d("7"));
+        assert_eq!(
+            s.pnl_history("A", 1).unwrap().points,
+            vec![PnlPoint {
+                end_ms: 4000,
+                total: d("7")
+            }]
+        );
+        // Each trader has their own.
+        assert_eq!(points(&s, "B"), vec![(1000, d("-5"))]);
+        assert!(s.pnl_history("C", 10).is_none());
+    }
+
+    #[test]
+    fn pnl_history_is_forgotten_with_its_trader() {
+        let mut s = state(Limits {
+            pnl_traders: 2,
+            pnl_history: 600,
+            ..Limits::default()
+        });
+        for end in 1..=10 {
+            s.apply_pnl(PnlMessage {
+                end_ms: end * 1000,
+                ..pnl_row("A", "TCS", "1", "0")
+            });
+        }
+        s.apply_pnl(pnl_row("B", "TCS", "1", "0"));
+        assert_eq!(s.pnl_history("A", usize::MAX).unwrap().points.len(), 10);
+        s.apply_pnl(pnl_row("C", "TCS", "1", "0")); // evicts A, the least recently updated
+        assert!(s.pnl_history("A", usize::MAX).is_none() && s.pnl("A").is_none());
+        assert!(s.pnl_history("B", 1).is_some() && s.pnl_history("C", 1).is_some());
+        // A trader seen again starts a new history.
+        s.apply_pnl(pnl_row("A", "TCS", "1", "0"));
+        assert_eq!(s.pnl_history("A", usize::MAX).unwrap().points.len(), 1);
     }
 
     #[test]
