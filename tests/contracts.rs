@@ -267,6 +267,29 @@ fn the_live_api_conforms_to_its_openapi_description() {
         job(&p, env!("CARGO_BIN_EXE_profit-calculator"), &live),
     ]);
     ready_stats(ops_port);
+    // The docs page works offline: Swagger UI's files come from market-view itself, pointed at
+    // the served description, with the online validator off.
+    let get = |path: &str| {
+        ureq::get(&format!("http://{bind}{path}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    };
+    let page = get("/docs/");
+    assert!(page.contains("swagger-ui-bundle.js"), "{page}");
+    let init = get("/docs/swagger-initializer.js");
+    assert!(init.contains("/openapi.json"), "{init}");
+    assert!(init.contains("\"validatorUrl\": \"none\""), "{init}");
+    for (name, text) in [("index", &page), ("initializer", &init)] {
+        assert!(
+            !text.contains("https://") && !text.contains("http://"),
+            "{name} loads something from elsewhere: {text}"
+        );
+    }
+    assert!(get("/docs/swagger-ui-bundle.js").len() > 100_000);
+    let served: Value = serde_json::from_str(&get("/openapi.json")).unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
     // Bounded: coreutils' timeout ends a run that hangs (its failure shows the output so far).
     let out = std::process::Command::new("timeout")
         .arg("300")
