@@ -215,28 +215,9 @@ fn python_reads_analytics_into_polars_exactly(on: On) {
 fn python_trades_through_the_api_with_a_key(on: On) {
     let p = start(on, TopicLayout::default());
     publish(&p, &flow(3_000, 37));
-    let dir = std::env::temp_dir().join(format!("kx-api-client-{}-{on:?}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("keys");
-    let _ = std::fs::remove_file(&key_file);
-    let (key, _) = kappa_exchange::serving::auth::add_key(Some(&key_file), "PY1", None).unwrap();
-    let (port, ops_port) = (free_port(), free_port());
-    let (bind, ops) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ops_port}"));
-    let _jobs = Killed(vec![
-        job(
-            &p,
-            env!("CARGO_BIN_EXE_market-view"),
-            &[
-                "--bind",
-                &bind,
-                "--ops-bind",
-                &ops,
-                "--api-keys",
-                key_file.to_str().unwrap(),
-            ],
-        ),
-        match_maker(&p, &[]),
-    ]);
+    let mv = market_view(&p, "PY1", &[]);
+    let (bind, key, ops_port) = (mv.bind.clone(), mv.key.clone(), mv.ops_port);
+    let _jobs = Killed(vec![mv.child, match_maker(&p, &[])]);
     ready_stats(ops_port);
     let url = format!("http://{bind}");
     let got = example(

@@ -94,9 +94,14 @@ fn pnl_row(trader: usize, instrument: &str) -> PnlMessage {
     }
 }
 
-#[test]
-fn market_view_order_statuses_fit_their_budget_and_stay_at_their_cap() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+/// Fills market-view's order statuses to a cap of 50 000 with `event(id)` for ids `0..cap`,
+/// checks the bytes per order against the documented budget, then applies `churn` × cap more and
+/// checks the state did not grow past its cap. Returns the state and the cap.
+fn order_statuses_at_their_cap(
+    event: impl Fn(u64) -> OrderEventMessage,
+    churn: u64,
+    what: &str,
+) -> (MarketState, u64) {
     let instruments = load_instruments(None).unwrap();
     let cap = 50_000;
     let limits = Limits {
@@ -106,29 +111,36 @@ fn market_view_order_statuses_fit_their_budget_and_stay_at_their_cap() {
     let before = live();
     let mut state = MarketState::new(&instruments, limits);
     for id in 0..cap as u64 {
-        state.apply_order_event(order_event(id));
+        state.apply_order_event(event(id));
     }
     let at_cap = live() - before;
     let per_order = at_cap as usize / cap;
-    println!("{per_order} bytes per kept order status (requested sizes)");
+    println!("{per_order} bytes per kept order status{what} (requested sizes)");
     assert!(
         per_order <= Limits::BYTES_PER_ORDER,
         "{per_order} B per order is above the documented {} B",
         Limits::BYTES_PER_ORDER
     );
-    // Four times the cap later, the state has not grown (beyond hash-table slack).
-    for id in cap as u64..5 * cap as u64 {
-        state.apply_order_event(order_event(id));
+    // `churn` times the cap later, the state has not grown (beyond hash-table slack).
+    for id in cap as u64..(1 + churn) * cap as u64 {
+        state.apply_order_event(event(id));
     }
     let after = live() - before;
     assert!(
         after <= at_cap + at_cap / 4,
         "grew from {at_cap} to {after} bytes past its cap"
     );
-    assert!(state.order(0).is_none() && state.order(5 * cap as u64 - 1).is_some());
+    (state, cap as u64)
+}
+
+#[test]
+fn market_view_order_statuses_fit_their_budget_and_stay_at_their_cap() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (state, cap) = order_statuses_at_their_cap(order_event, 4, "");
+    assert!(state.order(0).is_none() && state.order(5 * cap - 1).is_some());
     assert_eq!(
         state.orders_of("T0000", usize::MAX, false).len(),
-        cap / 5000,
+        cap as usize / 5000,
         "the per-trader index lost or kept too much"
     );
 }
@@ -137,37 +149,11 @@ fn market_view_order_statuses_fit_their_budget_and_stay_at_their_cap() {
 #[test]
 fn market_view_order_statuses_fit_their_budget_with_a_trader_per_order() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let instruments = load_instruments(None).unwrap();
-    let cap = 50_000;
-    let limits = Limits {
-        orders: cap,
-        ..Limits::default()
-    };
     let one_each = |id: u64| OrderEventMessage {
         trader: format!("T{id:07}"),
         ..order_event(id)
     };
-    let before = live();
-    let mut state = MarketState::new(&instruments, limits);
-    for id in 0..cap as u64 {
-        state.apply_order_event(one_each(id));
-    }
-    let at_cap = live() - before;
-    let per_order = at_cap as usize / cap;
-    println!("{per_order} bytes per kept order status, one trader each (requested sizes)");
-    assert!(
-        per_order <= Limits::BYTES_PER_ORDER,
-        "{per_order} B per order is above the documented {} B",
-        Limits::BYTES_PER_ORDER
-    );
-    for id in cap as u64..3 * cap as u64 {
-        state.apply_order_event(one_each(id));
-    }
-    let after = live() - before;
-    assert!(
-        after <= at_cap + at_cap / 4,
-        "grew from {at_cap} to {after} bytes past its cap"
-    );
+    let (state, cap) = order_statuses_at_their_cap(one_each, 2, ", one trader each");
     assert!(state.orders_of("T0000000", 1, false).is_empty());
     assert_eq!(
         state

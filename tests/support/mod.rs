@@ -351,3 +351,37 @@ pub fn ready_stats(ops_port: u16) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A market-view process on the pipeline with one trader's API key (in a key file of its own).
+#[allow(dead_code)]
+pub struct MarketView {
+    pub child: Child,
+    /// Its public address (`127.0.0.1:PORT`) and ops port.
+    pub bind: String,
+    pub ops_port: u16,
+    /// The trader's API key.
+    pub key: String,
+}
+
+/// Starts market-view with a key for `trader` and `extra` flags (not yet ready: see
+/// [`ready_stats`]).
+#[allow(dead_code)]
+pub fn market_view(p: &Pipeline, trader: &str, extra: &[&str]) -> MarketView {
+    let (port, ops_port) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("kx-market-view-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("keys");
+    let _ = std::fs::remove_file(&key_file);
+    let (key, _) = kappa_exchange::serving::auth::add_key(Some(&key_file), trader, None).unwrap();
+    let (bind, ops) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{ops_port}"));
+    let mut args = vec!["--bind", &bind, "--ops-bind", &ops, "--api-keys"];
+    args.push(key_file.to_str().unwrap());
+    args.extend_from_slice(extra);
+    let child = job(p, env!("CARGO_BIN_EXE_market-view"), &args);
+    MarketView {
+        child,
+        bind,
+        ops_port,
+        key,
+    }
+}
