@@ -210,7 +210,7 @@ fn main() {
         "hand-written write_order_update (now; same bytes)",
         time(&updates, |u| {
             buf.clear();
-            write_order_update(black_box(u), None, &instruments, ts, &mut buf);
+            write_order_update(black_box(u), None, None, &instruments, ts, &mut buf);
             black_box(&buf);
         }),
     );

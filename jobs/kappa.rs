@@ -123,6 +123,21 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         snapshot_every: u64,
     },
+    /// Benchmark FIX order entry: two sessions through a fix-gateway and the match maker
+    /// (in-process) on the embedded broker or a cluster; orders/s and order → report latency.
+    BenchFix {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Orders sent by each of the two sessions.
+        #[arg(long, default_value_t = 20_000)]
+        orders: usize,
+        /// Orders per second per session.
+        #[arg(long, default_value_t = 2_500.0)]
+        rate: f64,
+        /// Journal without fdatasync (the default syncs each batch, as in production).
+        #[arg(long)]
+        no_sync: bool,
+    },
     /// Benchmark partition parallelism on a real cluster: 1, 2, … match-maker processes in one
     /// consumer group sharing a preloaded `orders`.
     BenchScale {
@@ -293,6 +308,7 @@ fn main() -> anyhow::Result<()> {
             | Command::BenchAnalytics { .. }
             | Command::BenchRecovery { .. }
             | Command::BenchScale { .. }
+            | Command::BenchFix { .. }
             | Command::Soak { .. }
     ) && std::env::var_os("RUST_LOG").is_none()
     {
@@ -472,6 +488,20 @@ fn main() -> anyhow::Result<()> {
                 snapshot_every,
             };
             kappa_exchange::bench::run_recovery(&cfg, &instruments)?;
+        }
+        Command::BenchFix {
+            broker,
+            orders,
+            rate,
+            no_sync,
+        } => {
+            let cfg = kappa_exchange::bench::FixBenchConfig {
+                broker,
+                orders,
+                rate,
+                sync: !no_sync,
+            };
+            kappa_exchange::bench::run_fix(&cfg, &instruments)?;
         }
         Command::BenchScale {
             broker,

@@ -7,8 +7,9 @@ need=()
 # chromium + chromium-driver: the dashboard's browser test (tests/dashboard_browser.rs);
 # python3-venv: the deployment checks' pinned tools (scripts/deploy-check.sh);
 # libssl-dev: librdkafka's TLS and SASL/SCRAM (the rdkafka "ssl" feature);
-# kcat: watching topics, and scripts/kafka.sh's readiness check (a metadata request).
-for pkg in build-essential pkg-config zlib1g-dev libssl-dev chromium chromium-driver python3 python3-venv kcat; do
+# kcat: watching topics, and scripts/kafka.sh's readiness check (a metadata request);
+# python3-dev: building QuickFIX's Python module (the FIX gateway's test client).
+for pkg in build-essential pkg-config zlib1g-dev libssl-dev chromium chromium-driver python3 python3-venv python3-dev kcat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Java 17+ and Maven: the real Apache Kafka broker of scripts/kafka.sh (fetched from Maven
@@ -38,6 +39,22 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# QuickFIX (PyPI `quickfix`, the reference FIX engine; tests/fix.rs drives the fix-gateway with it
+# as the client). Only a source distribution exists: its C++ takes ~6 minutes of one core, so it
+# builds in the background, in its own venv, while the rest of the setup runs (waited for below).
+fix_venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-fix"
+fix_req="quickfix==1.16.0"
+fix_pid=""
+if [ "$(cat "$fix_venv/.requirements" 2>/dev/null)" != "$fix_req" ]; then
+  echo "setup: building $fix_req into $fix_venv (in the background; log: $fix_venv.log)"
+  (
+    python3 -m venv "$fix_venv" &&
+      "$fix_venv/bin/pip" install -q --disable-pip-version-check "$fix_req" &&
+      echo "$fix_req" > "$fix_venv/.requirements"
+  ) > "$fix_venv.log" 2>&1 &
+  fix_pid=$!
+fi
+
 for tool in cargo rustfmt cargo-clippy; do
   command -v "$tool" >/dev/null 2>&1 || { echo "setup: $tool is missing (install Rust with rustup, components rustfmt and clippy)" >&2; exit 1; }
 done
@@ -62,4 +79,13 @@ if [ "$(cat "$clients_venv/.requirements" 2>/dev/null)" != "$clients_req" ]; the
   # shellcheck disable=SC2086 # several requirements
   "$clients_venv/bin/pip" install -q --disable-pip-version-check $clients_req
   echo "$clients_req" > "$clients_venv/.requirements"
+fi
+
+if [ -n "$fix_pid" ]; then
+  if ! wait "$fix_pid"; then
+    echo "setup: building QuickFIX failed:" >&2
+    tail -30 "$fix_venv.log" >&2
+    exit 1
+  fi
+  echo "setup: $fix_req ready"
 fi

@@ -257,6 +257,16 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
     out.push(a);
 
     let mut a = Access::new(
+        "kappa-fix-gateway",
+        "the fix-gateway Deployment (traders' FIX sessions: reads order-events by assignment, \
+         joins no group, and writes only orders)",
+    );
+    a.reader(&kafka);
+    a.read_topic(crate::fix::server::input(&topics));
+    a.write_topic(crate::fix::server::output(&topics));
+    out.push(a);
+
+    let mut a = Access::new(
         "kappa-analytics-reader",
         "traders' and quants' programs reading the analytics serving topic \
          (examples/python/analytics_to_polars.py): read by assignment, nothing else",
@@ -403,6 +413,14 @@ mod tests {
             [(&reader, &[Op::Describe].into())],
             "no group to join, no transactions"
         );
+        // The FIX gateway: orders in, its traders' order events back; nothing else.
+        let fg = user(&all, "kappa-fix-gateway");
+        assert_eq!(fg.topics(Op::Write), set(&["orders"]));
+        assert_eq!(fg.topics(Op::Read), set(&["order-events"]));
+        assert!(fg
+            .acls
+            .keys()
+            .all(|r| r.kind == Kind::Topic || *r == reader));
         let mm = user(&all, "kappa-match-maker");
         assert_eq!(
             mm.topics(Op::Write),

@@ -819,3 +819,215 @@ pub fn run_scale(cfg: &ScaleBenchConfig, instruments: &Instruments) -> anyhow::R
     );
     Ok(())
 }
+
+/// `kappa bench-fix`: FIX order entry under load.
+#[derive(Clone, Debug)]
+pub struct FixBenchConfig {
+    pub broker: crate::runtime::broker::BrokerArgs,
+    /// Orders sent by each of the two sessions.
+    pub orders: usize,
+    /// Orders per second per session (paced).
+    pub rate: f64,
+    /// Journal durability (`fdatasync` per batch) as in production.
+    pub sync: bool,
+}
+
+/// Two QuickFIX-like sessions (our codec over TCP) send limit orders that cross half the time
+/// through a fix-gateway and the match maker, in-process, on the embedded broker or a cluster:
+/// orders/s sustained and the latency from each NewOrderSingle leaving the client to its first
+/// ExecutionReport arriving (New or Trade), p50/p99/p99.9/max.
+pub fn run_fix(cfg: &FixBenchConfig, instruments: &Instruments) -> anyhow::Result<()> {
+    use crate::fix::codec::{decode, Decoded, Message};
+    use crate::fix::tag::*;
+    use std::io::{Read as _, Write as _};
+
+    let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(4))?;
+    let kafka = bench.kafka.clone();
+    let mm = matchmaker::spawn(&kafka, instruments, matchmaker::Options::default())?;
+    let dir = std::env::temp_dir().join(format!("kappa-bench-fix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key_file = dir.join("keys");
+    let traders = ["BENCHBUY", "BENCHSELL"];
+    let mut keys = Vec::new();
+    for t in traders {
+        keys.push(crate::serving::auth::add_key(Some(&key_file), t, None)?.0);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let args = crate::fix::server::FixArgs {
+        bind: ([127, 0, 0, 1], port).into(),
+        comp_id: "KAPPA".into(),
+        state_dir: dir.join("state"),
+        api_keys: Some(key_file),
+        order_id_key: Some("bench".into()),
+        resend_window: 100_000,
+        max_orders_per_session: 1_000_000,
+        max_connections: 16,
+        max_message: 16 * 1024,
+        compact_bytes: 64 << 20,
+        no_sync: !cfg.sync,
+        ops_bind: None,
+    };
+    let stop = Shutdown::new();
+    let gateway = {
+        let (kafka, instruments, stop) = (kafka.clone(), instruments.clone(), stop.clone());
+        std::thread::spawn(move || crate::fix::server::run(&kafka, &instruments, &args, &stop))
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("the gateway did not listen"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stamp = |m: &mut Message, sender: &str, seq: u64| {
+        let now = chrono::Utc::now().format("%Y%m%d-%H:%M:%S%.3f").to_string();
+        let mut out = Message::new(m.msg_type());
+        out.push(SENDER_COMP_ID, sender)
+            .push(TARGET_COMP_ID, "KAPPA")
+            .push(MSG_SEQ_NUM, seq.to_string())
+            .push(SENDING_TIME, now);
+        for (t, v) in m.fields().iter().skip(1) {
+            out.push(*t, v.clone());
+        }
+        let mut bytes = Vec::new();
+        out.encode(&mut bytes);
+        bytes
+    };
+    println!(
+        "fix-gateway on {addr} (journal {}), match maker in-process; 2 sessions × {} orders at {} orders/s each",
+        if cfg.sync { "fdatasync per batch" } else { "no fsync" },
+        cfg.orders,
+        cfg.rate
+    );
+    let start = Instant::now();
+    let mut sessions = Vec::new();
+    for (i, (trader, key)) in traders.iter().zip(&keys).enumerate() {
+        let (trader, key, n, rate, addr) = (
+            trader.to_string(),
+            key.clone(),
+            cfg.orders,
+            cfg.rate,
+            addr.clone(),
+        );
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_nodelay(true)?;
+        let mut reader = stream.try_clone()?;
+        let mut logon = Message::new("A");
+        logon
+            .push(ENCRYPT_METHOD, "0")
+            .push(HEART_BT_INT, "30")
+            .push(PASSWORD, key);
+        stream.write_all(&stamp(&mut logon, &trader, 1))?;
+        let sent_at: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> = std::sync::Arc::new(
+            (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        );
+        let t0 = Instant::now();
+        // Reader: the first report per ClOrdID; latency from its send.
+        let rx = {
+            let sent_at = sent_at.clone();
+            std::thread::spawn(move || -> anyhow::Result<(Vec<u64>, usize)> {
+                let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 65536]);
+                let mut seen = vec![false; n];
+                let (mut lat, mut reports) = (Vec::with_capacity(n), 0usize);
+                while lat.len() < n {
+                    let got = reader.read(&mut chunk)?;
+                    if got == 0 {
+                        return Err(anyhow!("the gateway closed the session"));
+                    }
+                    buf.extend_from_slice(&chunk[..got]);
+                    let now = t0.elapsed().as_nanos() as u64;
+                    loop {
+                        match decode(&buf, 1 << 20) {
+                            Decoded::Message { message, len } => {
+                                buf.drain(..len);
+                                if message.msg_type() == "5" {
+                                    return Err(anyhow!("logout: {:?}", message.get(TEXT)));
+                                }
+                                if message.msg_type() != "8" {
+                                    continue;
+                                }
+                                reports += 1;
+                                let idx: usize = message
+                                    .get(CL_ORD_ID)
+                                    .and_then(|c| c[1..].parse().ok())
+                                    .unwrap_or(usize::MAX);
+                                if idx < n && !seen[idx] {
+                                    seen[idx] = true;
+                                    let s = sent_at[idx].load(std::sync::atomic::Ordering::Relaxed);
+                                    lat.push(now.saturating_sub(s));
+                                }
+                            }
+                            Decoded::Incomplete => break,
+                            other => {
+                                return Err(anyhow!("undecodable from the gateway: {other:?}"))
+                            }
+                        }
+                    }
+                }
+                Ok((lat, reports))
+            })
+        };
+        // Sender: paced limit orders around 15.00; the buyer's and seller's prices overlap so
+        // about half trade.
+        let tx = std::thread::spawn(move || -> anyhow::Result<()> {
+            let side = if i == 0 { "1" } else { "2" };
+            for k in 0..n {
+                let due = Duration::from_secs_f64(k as f64 / rate);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                let tick = (k % 7) as i64 - 3 + if i == 0 { 1 } else { -1 };
+                let price = rust_decimal::Decimal::new(1500 + tick * 5, 2);
+                let mut m = Message::new("D");
+                m.push(CL_ORD_ID, format!("C{k}"))
+                    .push(SYMBOL, "TCS")
+                    .push(SIDE, side)
+                    .push(ORDER_QTY, "1")
+                    .push(ORD_TYPE, "2")
+                    .push(PRICE, price.to_string())
+                    .push(TIME_IN_FORCE, "3");
+                let bytes = stamp(&mut m, &trader, k as u64 + 2);
+                sent_at[k].store(
+                    t0.elapsed().as_nanos() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                stream.write_all(&bytes)?;
+            }
+            Ok(())
+        });
+        sessions.push((tx, rx));
+    }
+    let mut all = Vec::new();
+    let mut reports = 0;
+    for (tx, rx) in sessions {
+        tx.join().map_err(|_| anyhow!("sender panicked"))??;
+        let (lat, r) = rx.join().map_err(|_| anyhow!("reader panicked"))??;
+        all.extend(lat);
+        reports += r;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.trigger();
+    let _ = gateway.join();
+    mm.stop()?;
+    all.sort_unstable();
+    let q = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1e6;
+    println!(
+        "{} orders, {} execution reports in {:.2}s: {:.0} orders/s; order → first report: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        all.len(),
+        reports,
+        secs,
+        all.len() as f64 / secs,
+        q(0.50),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

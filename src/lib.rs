@@ -25,6 +25,7 @@ pub mod analytics;
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod fix;
 pub mod generator;
 pub mod matchmaker;
 pub mod report;

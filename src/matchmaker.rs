@@ -18,7 +18,9 @@ use crate::runtime::snapshot;
 use crate::topics::{Partitioner, Topics};
 use crate::wire::{self, BookMessage, OrderEventMessage};
 use anyhow::Context as _;
-use kappa_engine::{Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments};
+use kappa_engine::{
+    Accepted, DepthUpdate, Engine, EngineConfig, Event, EventBody, Instruments, OrderStatus,
+};
 use std::time::Duration;
 
 /// Settings of the match maker.
@@ -197,9 +199,12 @@ impl Job for MatchMaker<'_> {
         // (NEW, PARTIALLY_FILLED, FILLED or CANCELLED) in the same command, and that event
         // carries the order type and time in force instead.
         let mut accepted: Option<Accepted> = None;
+        // The fill the next two updates (maker's, taker's) report.
+        let mut fill: Option<&kappa_engine::Trade> = None;
         for e in &self.events {
             match &e.body {
                 EventBody::Trade(t) => {
+                    fill = Some(t);
                     out.count_items(1);
                     // Hand-written: the same bytes as serde_json of `TradeMessage`, without
                     // building it (BENCHMARKS.md, "The codec").
@@ -216,8 +221,11 @@ impl Job for MatchMaker<'_> {
                     }
                     // Hand-written like the trades: `OrderEventMessage::from_update` (+ terms)
                     // as serde_json writes it, without building it.
+                    let last = fill.filter(|_| {
+                        matches!(u.status, OrderStatus::PartiallyFilled | OrderStatus::Filled)
+                    });
                     out.emit_with(ORDER_EVENTS, u.trader.as_str().as_bytes(), |buf| {
-                        wire::write_order_update(u, terms.as_ref(), instruments, ts, buf);
+                        wire::write_order_update(u, terms.as_ref(), last, instruments, ts, buf);
                         Ok(())
                     })?;
                 }
@@ -231,6 +239,7 @@ impl Job for MatchMaker<'_> {
                     );
                     out.reject(m, symbol.as_str().as_bytes(), r.reason.code(), detail)?;
                     let msg = OrderEventMessage::rejected(
+                        r.command,
                         r.order_id,
                         r.trader,
                         symbol.as_str(),

@@ -28,7 +28,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
         Refused {
             reason: reason.into(),
             detail: detail.into(),
@@ -170,7 +170,23 @@ fn raw(value: impl serde::Serialize) -> Result<Box<RawValue>, Refused> {
 /// engine would, and builds its canonical message stamped with `now_ms`.
 fn finish(fields: &Fields, instruments: &Instruments, now_ms: i64) -> Result<Prepared, Refused> {
     let bytes = serde_json::to_vec(fields).map_err(|e| Refused::new("internal", e.to_string()))?;
-    let command = parse_order(&bytes)
+    check(&bytes, instruments, now_ms)
+}
+
+/// Validates an order built by another entry point (the FIX gateway) exactly as a request body
+/// is validated here: parsed as the match maker parses `orders`, checked against the instrument
+/// table, and its canonical message stamped with `now_ms`.
+pub fn prepare(
+    message: &OrderMessage,
+    instruments: &Instruments,
+    now_ms: i64,
+) -> Result<Prepared, Refused> {
+    let bytes = serde_json::to_vec(message).map_err(|e| Refused::new("internal", e.to_string()))?;
+    check(&bytes, instruments, now_ms)
+}
+
+fn check(bytes: &[u8], instruments: &Instruments, now_ms: i64) -> Result<Prepared, Refused> {
+    let command = parse_order(bytes)
         .map_err(|e| Refused::new(e.reason, e.detail))?
         .command;
     command.normalize(instruments).map_err(|e| {
@@ -583,6 +599,9 @@ mod tests {
             quantity: None,
             filled: None,
             leaves: None,
+            last_price: None,
+            last_quantity: None,
+            command: None,
             order_type: None,
             time_in_force: None,
             ts_ms: 0,

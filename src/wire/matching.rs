@@ -249,6 +249,7 @@ pub fn write_trade(
 pub fn write_order_update(
     u: &OrderUpdate,
     terms: Option<&kappa_engine::Accepted>,
+    fill: Option<&kappa_engine::Trade>,
     instruments: &Instruments,
     ts_ms: i64,
     out: &mut Vec<u8>,
@@ -287,6 +288,14 @@ pub fn write_order_update(
         q(u.filled),
         q(u.leaves)
     );
+    if let Some(t) = fill {
+        let _ = write!(
+            out,
+            ",\"last_price\":{},\"last_quantity\":{}",
+            instruments.ticks_to_price(t.instrument, t.price),
+            instruments.lots_to_qty(t.instrument, t.quantity)
+        );
+    }
     if let Some(a) = terms {
         out.extend_from_slice(b",\"order_type\":\"");
         out.extend_from_slice(order_type_name(a.order_type).as_bytes());
@@ -327,6 +336,11 @@ pub struct OrderEventMessage {
     /// Cancel or reject reason code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On `REJECTED`: the refused command (`NEW`, `CANCEL`, `AMEND`), so a cancel refused for an
+    /// order still open is not mistaken for the order's own rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::schema::action_or_null)]
+    pub command: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = super::schema::side_or_null)]
     pub side: Option<String>,
@@ -358,6 +372,22 @@ pub struct OrderEventMessage {
     )]
     #[schema(schema_with = super::schema::decimal_or_null)]
     pub leaves: Option<Decimal>,
+    /// On a fill (`PARTIALLY_FILLED`, `FILLED`): the price of this fill (the resting order's).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
+    pub last_price: Option<Decimal>,
+    /// On a fill: the quantity of this fill (`filled` is cumulative).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    #[schema(schema_with = super::schema::decimal_or_null)]
+    pub last_quantity: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = super::schema::order_type_or_null)]
     pub order_type: Option<String>,
@@ -379,11 +409,14 @@ impl OrderEventMessage {
                 OrderStatus::Cancelled(r) => Some(r.code().into()),
                 _ => None,
             },
+            command: None,
             side: Some(side_name(u.side).into()),
             price: u.price.map(|p| instruments.ticks_to_price(u.instrument, p)),
             quantity: q(u.quantity),
             filled: q(u.filled),
             leaves: q(u.leaves),
+            last_price: None,
+            last_quantity: None,
             order_type: None,
             time_in_force: None,
             ts_ms,
@@ -404,18 +437,28 @@ impl OrderEventMessage {
             instrument: instruments.symbol(a.instrument).to_string(),
             status: "ACCEPTED".into(),
             reason: None,
+            command: None,
             side: Some(side_name(a.side).into()),
             price: a.price.map(|p| instruments.ticks_to_price(a.instrument, p)),
             quantity: Some(instruments.lots_to_qty(a.instrument, a.quantity)),
             filled: None,
             leaves: None,
+            last_price: None,
+            last_quantity: None,
             order_type: Some(order_type_name(a.order_type).into()),
             time_in_force: Some(tif_name(a.time_in_force).into()),
             ts_ms,
         }
     }
 
+    /// Adds the price and quantity of the fill this update reports.
+    pub fn with_last(&mut self, fill: &kappa_engine::Trade, instruments: &Instruments) {
+        self.last_price = Some(instruments.ticks_to_price(fill.instrument, fill.price));
+        self.last_quantity = Some(instruments.lots_to_qty(fill.instrument, fill.quantity));
+    }
+
     pub fn rejected(
+        command: kappa_engine::CommandKind,
         order_id: u64,
         trader: TraderId,
         instrument: &str,
@@ -428,11 +471,14 @@ impl OrderEventMessage {
             instrument: instrument.to_string(),
             status: "REJECTED".into(),
             reason: Some(reason.to_string()),
+            command: Some(super::names::action_name(command).into()),
             side: None,
             price: None,
             quantity: None,
             filled: None,
             leaves: None,
+            last_price: None,
+            last_quantity: None,
             order_type: None,
             time_in_force: None,
             ts_ms,

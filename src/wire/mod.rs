@@ -453,7 +453,8 @@ mod tests {
             .as_bytes()
             .to_vec()];
         let generated = crate::generator::flow(&cfg, &instruments).map(|(_, p, _)| p);
-        let (mut out, mut checked, mut with_terms, mut cancelled) = (Vec::new(), 0, 0, 0);
+        let (mut out, mut checked, mut with_terms, mut cancelled, mut fills) =
+            (Vec::new(), 0, 0, 0, 0);
         for (i, payload) in odd.into_iter().chain(generated).enumerate() {
             let Ok(p) = parse_order(&payload) else {
                 continue;
@@ -461,10 +462,11 @@ mod tests {
             engine.apply_into(&p.command, &mut events);
             // Paired as the match maker pairs them: an acceptance gives its terms to the next
             // update of the same order.
-            let mut accepted = None;
+            let (mut accepted, mut fill) = (None, None);
             for e in events.drain(..) {
                 match e.body {
                     kappa_engine::EventBody::Accepted(a) => accepted = Some(a),
+                    kappa_engine::EventBody::Trade(t) => fill = Some(t),
                     kappa_engine::EventBody::Order(u) => {
                         let terms = accepted.filter(|a| a.order_id == u.order_id);
                         accepted = accepted.filter(|_| terms.is_none());
@@ -474,9 +476,27 @@ mod tests {
                             msg.with_terms(a);
                             with_terms += 1;
                         }
+                        let last = fill.filter(|_| {
+                            matches!(
+                                u.status,
+                                kappa_engine::OrderStatus::PartiallyFilled
+                                    | kappa_engine::OrderStatus::Filled
+                            )
+                        });
+                        if let Some(t) = &last {
+                            msg.with_last(t, &instruments);
+                            fills += 1;
+                        }
                         cancelled += usize::from(msg.reason.is_some());
                         out.clear();
-                        write_order_update(&u, terms.as_ref(), &instruments, ts, &mut out);
+                        write_order_update(
+                            &u,
+                            terms.as_ref(),
+                            last.as_ref(),
+                            &instruments,
+                            ts,
+                            &mut out,
+                        );
                         assert_eq!(
                             String::from_utf8_lossy(&out),
                             String::from_utf8_lossy(&serde_json::to_vec(&msg).unwrap()),
@@ -489,8 +509,8 @@ mod tests {
             }
         }
         assert!(
-            checked > 10_000 && with_terms > 1_000 && cancelled > 100,
-            "{checked} {with_terms} {cancelled}"
+            checked > 10_000 && with_terms > 1_000 && cancelled > 100 && fills > 1_000,
+            "{checked} {with_terms} {cancelled} {fills}"
         );
     }
 }

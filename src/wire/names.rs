@@ -1,7 +1,7 @@
 //! The wire names of the engine's enumerations, in one table each: what the parser accepts
 //! (case-insensitively) and what every writer emits. The engine itself knows no wire names.
 
-use kappa_engine::{OrderStatus, OrderType, Side, TimeInForce};
+use kappa_engine::{CommandKind, OrderStatus, OrderType, Side, TimeInForce};
 
 /// `trxn_type`, `side`, `aggressor`.
 pub const SIDES: [(&str, Side); 2] = [("BUY", Side::Buy), ("SELL", Side::Sell)];
@@ -15,6 +15,13 @@ pub const TIMES_IN_FORCE: [(&str, TimeInForce); 3] = [
     ("GTC", TimeInForce::Gtc),
     ("IOC", TimeInForce::Ioc),
     ("FOK", TimeInForce::Fok),
+];
+
+/// `action` on `orders` (absent: `NEW`), and `command` of a `REJECTED` order event.
+pub const ACTIONS: [(&str, CommandKind); 3] = [
+    ("NEW", CommandKind::New),
+    ("CANCEL", CommandKind::Cancel),
+    ("AMEND", CommandKind::Amend),
 ];
 
 /// The name of `value` in `table` (every table above is total over its enum).
@@ -35,6 +42,10 @@ pub fn order_type_name(t: OrderType) -> &'static str {
 
 pub fn tif_name(t: TimeInForce) -> &'static str {
     name_in(&TIMES_IN_FORCE, t)
+}
+
+pub fn action_name(c: CommandKind) -> &'static str {
+    name_in(&ACTIONS, c)
 }
 
 /// Every `status` on `order-events`: the engine's statuses ([`status_name`]) and the events that

@@ -15,9 +15,11 @@
 //! `prise` must not silently become a price-less order).
 
 use super::decimal::{decimal_from_json, json_decimal};
-use super::names::{order_type_name, tif_name, ORDER_TYPES, SIDES, TIMES_IN_FORCE};
+use super::names::{order_type_name, tif_name, ACTIONS, ORDER_TYPES, SIDES, TIMES_IN_FORCE};
 use chrono::{DateTime, NaiveDateTime};
-use kappa_engine::{AmendOrder, CancelOrder, Command, FixedStr, NewOrder, OrderType, TimeInForce};
+use kappa_engine::{
+    AmendOrder, CancelOrder, Command, CommandKind, FixedStr, NewOrder, OrderType, TimeInForce,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -171,13 +173,6 @@ fn fixed(text: &str, reason: &'static str, what: &str) -> Result<FixedStr, Input
     FixedStr::new(text).map_err(|e| InputError::new(reason, format!("{what} {text:?}: {e}")))
 }
 
-#[derive(Clone, Copy)]
-enum Action {
-    New,
-    Cancel,
-    Amend,
-}
-
 /// Matches an enumerated field case-insensitively (no allocation). `default` applies when the
 /// field is absent; without one, the field is required.
 fn keyword<T: Copy>(
@@ -240,17 +235,13 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
     let quantity = decimal_field(raw.quantity, "quantity", "invalid_quantity")?;
     let action = keyword(
         raw.action.as_deref(),
-        Some(Action::New),
-        &[
-            ("NEW", Action::New),
-            ("CANCEL", Action::Cancel),
-            ("AMEND", Action::Amend),
-        ],
+        Some(CommandKind::New),
+        &ACTIONS,
         "invalid_action",
         "action",
     )?;
     let command = match action {
-        Action::New => {
+        CommandKind::New => {
             let side = keyword(
                 raw.trxn_type.as_deref(),
                 None,
@@ -287,12 +278,12 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
                 quantity,
             })
         }
-        Action::Cancel => Command::Cancel(CancelOrder {
+        CommandKind::Cancel => Command::Cancel(CancelOrder {
             order_id: raw.id,
             trader,
             instrument,
         }),
-        Action::Amend => Command::Amend(AmendOrder {
+        CommandKind::Amend => Command::Amend(AmendOrder {
             order_id: raw.id,
             trader,
             instrument,

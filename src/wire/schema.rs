@@ -10,7 +10,7 @@
 //! from [`super::names`]' tables, the constant `kind` of analytics messages) take their schema from
 //! the functions here, so each rule is written once.
 
-use super::names::{ORDER_TYPES, SIDES, TIMES_IN_FORCE};
+use super::names::{ACTIONS, ORDER_TYPES, SIDES, TIMES_IN_FORCE};
 use serde_json::{json, Map, Value};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{Ref, RefOr};
@@ -120,7 +120,7 @@ pub fn tif_or_null() -> Schema {
 
 /// `action` of an order message (absent: `NEW`).
 pub fn action_or_null() -> Schema {
-    names::<()>(&[], &["NEW", "CANCEL", "AMEND"], true)
+    names(&ACTIONS, &[], true)
 }
 
 /// `status` on `order-events` ([`super::names::ORDER_STATUSES`]).
