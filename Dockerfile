@@ -19,7 +19,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bins \
     && mkdir -p /out \
     && cp target/release/kappa target/release/order-generator target/release/match-maker \
-          target/release/sma-calculator target/release/profit-calculator target/release/market-view /out/
+          target/release/sma-calculator target/release/profit-calculator target/release/market-view \
+          target/release/fix-gateway /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

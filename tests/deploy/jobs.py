@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("KAPPA_BIN_DIR", ROOT / "target" / "debug"))
-JOBS = {"kappa", "order-generator", "match-maker", "sma-calculator", "profit-calculator", "market-view"}
+JOBS = {"kappa", "order-generator", "match-maker", "sma-calculator", "profit-calculator", "market-view", "fix-gateway"}
 
 
 def help_text(binary: str) -> str:

@@ -1,7 +1,8 @@
 """Least privilege and network isolation of the deployment: every job (Deployment or Airflow DAG)
 has its own Kafka user, KEDA scales a job with that job's user, the NetworkPolicies deny
-everything but the flows each pod needs (without cutting Strimzi's own traffic), market-view's ops
-port stays private, and the load test runs on its own prefixed topics."""
+everything but the flows each pod needs (without cutting Strimzi's own traffic), the public ports
+(market-view's API, fix-gateway's FIX sessions) are reached from the ingress controller only and the
+ops ports from monitoring only, and the load test runs on its own prefixed topics."""
 
 import re
 
@@ -269,7 +270,7 @@ def test_ingress_only_public_port_from_the_ingress_and_ops_port_from_monitoring(
                 for p in svc["spec"]["ports"]:
                     t = p.get("targetPort", p["port"])
                     public.setdefault(d["metadata"]["name"], set()).add(named.get(t, t))
-    assert public == {"market-view": {8080}}
+    assert public == {"market-view": {8080}, "fix-gateway": {9878}}
     for name, labels, _ in job_pods(dagbag):
         ingress = rules(labels, "Ingress")
         for r in ingress:

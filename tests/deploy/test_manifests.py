@@ -29,6 +29,9 @@ CORE = {
 PROMETHEUS_OPERATOR = {"PodMonitor", "PrometheusRule"}
 #: ConfigMap keys that are no job flag's environment variable (read by the logging filter).
 NOT_FLAGS = {"RUST_LOG"}
+#: The Deployments that consume in a group with Kafka transactions (the stream processors); the
+#: others read by assignment and only produce: market-view, fix-gateway.
+TRANSACTIONAL = {"match-maker", "sma-calculator", "profit-calculator"}
 
 
 def test_every_kind_is_checked():
@@ -133,12 +136,14 @@ def test_deployments_have_probes_on_the_ops_port_resources_and_hardening():
         assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"]
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         env = env_of(c)
-        if name != "market-view":
+        if name in TRANSACTIONAL:
             # Stateful jobs: one transactional id (and static group member id) per pod, stable
             # across the restarts of its container.
             tid = env["KAPPA_TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
             assert tid == "metadata.name", name
             assert env["KAPPA_STATIC_MEMBERSHIP"]["value"] == "true", name
+        else:
+            assert not {"KAPPA_TRANSACTIONAL_ID", "KAPPA_STATIC_MEMBERSHIP"} & set(env), name
 
 
 def test_deployment_command_lines_and_environment_parse_with_the_real_binaries():
@@ -175,14 +180,20 @@ def test_market_view_serves_the_api_with_keys_host_checks_and_limits():
     assert "--cors-origins" not in args and "KAPPA_CORS_ORIGINS" not in env_of(c)
 
 
-def test_every_deployment_has_a_pdb_and_the_service_selects_market_view():
+def test_every_deployment_has_a_pdb_and_each_service_selects_its_deployment():
     deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
     pdbs = {p["metadata"]["name"]: p for p in of_kind("PodDisruptionBudget")}
     assert set(pdbs) == set(deployments)
     for name, pdb in pdbs.items():
         assert pdb["spec"]["selector"]["matchLabels"] == deployments[name]["spec"]["selector"]["matchLabels"]
-    (svc,) = of_kind("Service")
-    assert svc["spec"]["selector"] == deployments["market-view"]["spec"]["selector"]["matchLabels"]
+        if deployments[name]["spec"].get("replicas") == 1:
+            # A budget of minAvailable 1 over one pod would block every node drain.
+            assert pdb["spec"].get("maxUnavailable") == 1, name
+    # The services with a public port: market-view's API, fix-gateway's FIX sessions.
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    assert set(services) == {"market-view", "fix-gateway"}
+    for name, svc in services.items():
+        assert svc["spec"]["selector"] == deployments[name]["spec"]["selector"]["matchLabels"], name
 
 
 def test_no_service_exposes_an_ops_port():
@@ -231,3 +242,16 @@ def test_every_topic_the_code_uses_exists():
     for job in ("match-maker", "sma-calculator", "profit-calculator"):
         (t,) = [t for t in of_kind("KafkaTopic") if t["metadata"]["name"] == job + "-snapshots"]
         assert t["spec"]["config"]["cleanup.policy"] == "compact", job
+
+
+def test_the_image_contains_every_binary_the_pods_run():
+    """The Dockerfile copies exactly the binaries the Deployments and DAG pods may run (`JOBS`,
+    which check_command requires of every command line): a new job whose binary is not copied
+    into the image would deploy a pod that cannot start (fix-gateway did)."""
+    import re
+
+    from jobs import JOBS
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    copied = set(re.findall(r"target/release/([A-Za-z0-9_-]+)", dockerfile))
+    assert copied == JOBS, f"in the image: {sorted(copied)}; run by pods: {sorted(JOBS)}"

@@ -22,8 +22,9 @@ README = ROOT / "k8s" / "README.md"
 SOURCES = {p: p.read_text() for p in sorted((ROOT / "src").rglob("*.rs"))}
 
 #: The metric families the jobs serve on /metrics, with their type and labels besides `job`:
-#: src/runtime/metrics.rs (match-maker, sma-calculator, profit-calculator) and src/serving/api.rs
-#: (market-view). test_the_metric_list_is_the_codes keeps it in step with the code.
+#: src/runtime/metrics.rs (match-maker, sma-calculator, profit-calculator), src/serving/api.rs
+#: (market-view) and src/fix/server.rs (fix-gateway). test_the_metric_list_is_the_codes keeps it
+#: in step with the code.
 KAPPA = {
     "kappa_messages_consumed_total": ("counter", {"topic"}),  # topic: market-view's only
     "kappa_messages_replayed_total": ("counter", set()),
@@ -51,6 +52,19 @@ KAPPA = {
     "kappa_api_streams_refused_total": ("counter", {"scope"}),
     "kappa_api_refused_total": ("counter", {"reason"}),
     "kappa_api_credentials": ("gauge", set()),
+    "kappa_fix_sessions": ("gauge", set()),
+    "kappa_fix_logons_total": ("counter", set()),
+    "kappa_fix_logons_refused_total": ("counter", set()),
+    "kappa_fix_messages_in_total": ("counter", set()),
+    "kappa_fix_garbled_total": ("counter", set()),
+    "kappa_fix_session_rejects_total": ("counter", set()),
+    "kappa_fix_orders_published_total": ("counter", set()),
+    "kappa_fix_orders_refused_total": ("counter", set()),
+    "kappa_fix_execution_reports_total": ("counter", set()),
+    "kappa_fix_cancel_rejects_total": ("counter", set()),
+    "kappa_fix_resend_requests_total": ("counter", set()),
+    "kappa_fix_messages_resent_total": ("counter", set()),
+    "kappa_fix_order_events_read_total": ("counter", set()),
 }
 #: Labels of every scraped sample: `job` (the job's own, = the PodMonitor's jobLabel) and what the
 #: Prometheus Operator adds from the pod.
@@ -426,6 +440,8 @@ def test_job_names_agree_across_code_deployments_pod_monitor_and_rules():
     # The `job` label each binary gives its samples.
     jobs = {m for p in (ROOT / "jobs").glob("*.rs") for m in re.findall(r'ops\s*\.spawn\(\s*"([\w-]+)"', p.read_text())}
     jobs |= set(re.findall(r'let job = "([\w-]+)";', SOURCES[ROOT / "src" / "serving" / "api.rs"]))
+    # fix-gateway writes its label into each sample line (`{name}{{job=\"fix-gateway\"}} …`).
+    jobs |= set(re.findall(r'\{job=\\"([\w-]+)\\"\}', SOURCES[ROOT / "src" / "fix" / "server.rs"]))
     assert jobs == set(deployments)
     (pm,) = [d for _, d in MONITORING_DOCS if d["kind"] == "PodMonitor"]
     (expression,) = pm["spec"]["selector"]["matchExpressions"]

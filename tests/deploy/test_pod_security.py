@@ -47,13 +47,13 @@ def test_dag_pods_meet_pod_security_restricted(dagbag, run):
 def test_pods_write_only_to_volumes(dagbag, run):
     """With a read-only root filesystem, whatever a job writes must be on a volume: /tmp an
     emptyDir (as in the Deployments), the Parquet output under a writable mount of the reports
-    PersistentVolumeClaim."""
+    PersistentVolumeClaim, fix-gateway's journal (--state-dir) on its own claim."""
     for name, spec in deployment_pods() + dag_pods(dagbag, run):
         (c,) = spec["containers"]
         writable = writable_mounts(spec, c)
         assert "emptyDir" in writable.get("/tmp", {}), f"{name}: /tmp is not an emptyDir"
         args = [str(a) for a in c.get("args") or []]
-        for flag in ("--parquet-dir",):
+        for flag in ("--parquet-dir", "--state-dir"):
             if flag in args:
                 path = posixpath.normpath(args[args.index(flag) + 1])
                 mounts = [m for m in writable if m != "/tmp" and under(path, m)]
