@@ -864,6 +864,7 @@ pub fn run_fix(cfg: &FixBenchConfig, instruments: &Instruments) -> anyhow::Resul
         order_id_key: Some("bench".into()),
         resend_window: 100_000,
         max_orders_per_session: 1_000_000,
+        max_sessions: 4,
         max_connections: 16,
         max_message: 16 * 1024,
         compact_bytes: 64 << 20,

@@ -87,6 +87,7 @@ pub fn to_command(r: &Request, instruments: &Instruments) -> Command {
             instrument: instruments.symbol(a.instrument),
             price: a.price.map(|p| instruments.ticks_to_price(a.instrument, p)),
             quantity: a.quantity.map(|q| instruments.lots_to_qty(a.instrument, q)),
+            total: a.total,
         }),
     }
 }

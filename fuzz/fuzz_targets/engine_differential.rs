@@ -72,6 +72,7 @@ fn command(op: &[u8]) -> Command {
             instrument: id(symbol),
             price: (kind & 0x10 != 0).then_some(price),
             quantity: (kind & 0x20 != 0).then_some(qty),
+            total: kind & 0x40 != 0,
         }),
     }
 }

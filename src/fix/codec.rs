@@ -2,14 +2,20 @@
 //!
 //! [`decode`] finds one message at the front of a buffer and checks what the session layer must
 //! not trust blindly: BeginString, BodyLength (the body ends exactly where `10=` starts), the
-//! CheckSum (sum of every byte before `10=`, mod 256, three digits), tags that are numbers, values
-//! that are non-empty printable text, and a size bound. A message that fails a check is
-//! *garbled*: the session ignores it without consuming a sequence number (FIX 4.4 vol. 2,
-//! "Garbled messages") and [`decode`] tells how many bytes to skip to the next `8=FIX`.
-//! [`Message::encode`] writes BodyLength and CheckSum itself. Pure; no I/O.
+//! CheckSum (sum of every byte before `10=`, mod 256, three digits) and a size bound. Bytes that
+//! fail are *garbled*: the session ignores them without consuming a sequence number (FIX 4.4
+//! vol. 2, "Garbled messages") and [`decode`] tells how many bytes to skip to the next `8=FIX`.
+//! A well-framed message with a bad field (no value, a tag that is not a number, a control
+//! character, too many fields, MsgType not first) is a message with a [`Problem`]: the session
+//! consumes its sequence number and answers it with a Reject — were it ignored, the counterparty
+//! would resend the same bytes forever. [`Message::encode`] writes BodyLength and CheckSum
+//! itself. Pure; no I/O.
 
 /// The field delimiter.
 pub const SOH: u8 = 0x01;
+/// Most fields in one message: bounds what a message costs decoded (≈ 40 B per field), whatever
+/// its bytes (a body of one-character fields decodes to ~10× its size).
+pub const MAX_FIELDS: usize = 512;
 /// The only BeginString spoken.
 pub const BEGIN_STRING: &str = "FIX.4.4";
 const PREFIX: &[u8] = b"8=FIX.4.4\x019=";
@@ -18,6 +24,19 @@ const PREFIX: &[u8] = b"8=FIX.4.4\x019=";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     fields: Vec<(u32, String)>,
+    /// A well-framed message with a bad field (the field is left out): the session answers it
+    /// with a Reject and consumes its sequence number, unlike a garbled one.
+    pub problem: Option<Problem>,
+}
+
+/// What is wrong with a field of a well-framed message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// RefTagID (371), when the tag could be read.
+    pub tag: Option<u32>,
+    /// SessionRejectReason (373).
+    pub reason: u32,
+    pub text: String,
 }
 
 impl Message {
@@ -25,6 +44,7 @@ impl Message {
     pub fn new(msg_type: &str) -> Self {
         Message {
             fields: vec![(35, msg_type.to_string())],
+            problem: None,
         }
     }
 
@@ -222,17 +242,21 @@ pub fn decode(buf: &[u8], max_body: usize) -> Decoded {
             "CheckSum {announced:03} but the bytes sum to {actual:03}"
         ));
     }
-    match parse_fields(&buf[body_start..body_end]) {
-        Ok(fields) => {
-            if fields.first().map(|(t, _)| *t) != Some(35) {
-                return garbled("MsgType (35) is not the first field of the body".into());
-            }
-            Decoded::Message {
-                message: Message { fields },
-                len: total,
-            }
-        }
-        Err(reason) => garbled(reason),
+    let body = &buf[body_start..body_end];
+    if body.last() != Some(&SOH) {
+        return garbled("body does not end with SOH".into());
+    }
+    let (fields, mut problem) = parse_fields(body);
+    if fields.first().map(|(t, _)| *t) != Some(35) {
+        problem.get_or_insert(Problem {
+            tag: Some(35),
+            reason: 14,
+            text: "MsgType (35) is not the first field of the body".into(),
+        });
+    }
+    Decoded::Message {
+        message: Message { fields, problem },
+        len: total,
     }
 }
 
@@ -244,33 +268,64 @@ fn resync(buf: &[u8]) -> usize {
         .map_or(buf.len(), |p| p + 1)
 }
 
-fn parse_fields(body: &[u8]) -> Result<Vec<(u32, String)>, String> {
+/// The fields of a body that ends with SOH, and the first problem of a field that was left out.
+fn parse_fields(body: &[u8]) -> (Vec<(u32, String)>, Option<Problem>) {
     let mut fields = Vec::with_capacity(16);
-    if body.last() != Some(&SOH) {
-        return Err("body does not end with SOH".into());
-    }
+    let mut problem = None;
+    let mut note = |p: Problem| {
+        problem.get_or_insert(p);
+    };
     for field in body[..body.len() - 1].split(|&b| b == SOH) {
-        let eq = field
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or_else(|| format!("field without '=': {:?}", String::from_utf8_lossy(field)))?;
+        if fields.len() == MAX_FIELDS {
+            note(Problem {
+                tag: None,
+                reason: 99,
+                text: format!("more than {MAX_FIELDS} fields"),
+            });
+            break;
+        }
+        let Some(eq) = field.iter().position(|&b| b == b'=') else {
+            note(Problem {
+                tag: None,
+                reason: 0,
+                text: format!("field without '=': {:?}", String::from_utf8_lossy(field)),
+            });
+            continue;
+        };
         let (tag, value) = (&field[..eq], &field[eq + 1..]);
-        let tag: u32 = std::str::from_utf8(tag)
+        let Some(tag) = std::str::from_utf8(tag)
             .ok()
             .filter(|t| !t.is_empty() && t.len() <= 9 && t.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse::<u32>().ok())
             .filter(|&t| t > 0)
-            .ok_or_else(|| format!("tag {:?} is not a number", String::from_utf8_lossy(tag)))?;
+        else {
+            note(Problem {
+                tag: None,
+                reason: 0,
+                text: format!("tag {:?} is not a number", String::from_utf8_lossy(tag)),
+            });
+            continue;
+        };
         if value.is_empty() {
-            return Err(format!("tag {tag} has an empty value"));
+            note(Problem {
+                tag: Some(tag),
+                reason: 4,
+                text: format!("tag {tag} has no value"),
+            });
+            continue;
         }
-        if !value.iter().all(|&b| printable(b)) {
-            return Err(format!("tag {tag} has a non-printable value"));
+        // Text beyond ASCII (UTF-8 in a Text field) is kept; control characters are not data.
+        if value.iter().any(|&b| b < 0x20 || b == 0x7f) {
+            note(Problem {
+                tag: Some(tag),
+                reason: 6,
+                text: format!("tag {tag} has a control character"),
+            });
+            continue;
         }
-        // Printable ASCII is UTF-8.
         fields.push((tag, String::from_utf8_lossy(value).into_owned()));
     }
-    Ok(fields)
+    (fields, problem)
 }
 
 #[cfg(test)]
@@ -335,11 +390,70 @@ mod tests {
             decode(&wire("8=FIX.4.2|9=5|35=0|10=000|"), 4096),
             Decoded::Garbled { .. }
         ));
+        // Too many fields: garbled, however small.
+        let mut many = Message::new("0");
+        for _ in 0..MAX_FIELDS {
+            many.push(58, "x");
+        }
+        let mut bytes = Vec::new();
+        many.encode(&mut bytes);
+        match decode(&bytes, 1 << 20) {
+            Decoded::Message { message, .. } => {
+                assert_eq!(message.fields().len(), MAX_FIELDS);
+                assert_eq!(message.problem.unwrap().reason, 99);
+            }
+            other => panic!("{other:?}"),
+        }
+        many.remove(58);
+        many.push(58, "x");
+        bytes.clear();
+        many.encode(&mut bytes);
+        assert!(
+            matches!(decode(&bytes, 1 << 20), Decoded::Message { message, .. } if message.problem.is_none())
+        );
         // An announced body over the bound stops reading.
         assert_eq!(
             decode(&wire("8=FIX.4.4|9=99999|35=0|"), 4096),
             Decoded::TooLarge { announced: 99999 }
         );
+    }
+
+    /// A well-framed message with a bad field is a message with a problem (the session rejects
+    /// it and moves on), not garbled bytes (which would be asked for again, forever).
+    #[test]
+    fn bad_fields_in_a_well_framed_message_are_problems_not_garbling() {
+        let frame = |body: &[u8]| {
+            let mut out = format!("8=FIX.4.4\x019={}\x01", body.len()).into_bytes();
+            out.extend_from_slice(body);
+            let sum = checksum(&out);
+            out.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+            out
+        };
+        for (body, reason, tag) in [
+            (&b"35=D\x0134=7\x0158=\x01"[..], 4, Some(58)),
+            (b"35=D\x0134=7\x01x=1\x01", 0, None),
+            (b"35=D\x0134=7\x0158=a\x02b\x01", 6, Some(58)),
+            (b"34=7\x0135=D\x01", 14, Some(35)),
+        ] {
+            let Decoded::Message { message, len } = decode(&frame(body), 4096) else {
+                panic!("{body:?}");
+            };
+            assert_eq!(len, frame(body).len());
+            assert_eq!(
+                message.get_u64(34),
+                Some(7),
+                "the sequence number is still read"
+            );
+            let p = message.problem.expect("a problem");
+            assert_eq!((p.reason, p.tag), (reason, tag), "{body:?}");
+        }
+        // UTF-8 in a Text field is text.
+        let Decoded::Message { message, .. } =
+            decode(&frame("35=D\x0158=Café\x01".as_bytes()), 4096)
+        else {
+            panic!()
+        };
+        assert_eq!((message.get(58), &message.problem), (Some("Café"), &None));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::codec::Message;
 use super::state::{ClOrdRef, OrderData, Pending, Record, State, Stored};
 use super::tag::*;
 use crate::serving::orders::{prepare, IdAllocator, Refused};
+use crate::topics::Partitioner;
 use crate::wire::{money, OrderEventMessage, OrderMessage};
 use kappa_engine::Instruments;
 use rust_decimal::Decimal;
@@ -33,16 +34,19 @@ pub struct Config {
     pub comp_id: String,
     /// Application messages kept per session for resends.
     pub resend_window: usize,
-    /// ClOrdIDs per session between sequence resets (new orders are refused beyond).
+    /// ClOrdIDs per session between sequence resets (new orders, cancels and replaces are
+    /// refused beyond).
     pub max_orders_per_session: usize,
+    /// Sessions kept (a logon of a trader without state when this many have some is refused).
+    pub max_sessions: usize,
     /// Largest HeartBtInt (108) accepted, in seconds.
     pub max_heartbeat_s: u64,
     /// Largest difference between SendingTime (52) and our clock.
     pub sending_time_tolerance_ms: i64,
     /// A connection that has not logged on within this is closed.
     pub logon_timeout_ms: i64,
-    /// An order not acknowledged by the broker within this is published again.
-    pub republish_after_ms: i64,
+    /// Partitions of `orders` (orders go to their instrument's, [`Partitioner`]).
+    pub order_partitions: i32,
 }
 
 impl Default for Config {
@@ -51,10 +55,11 @@ impl Default for Config {
             comp_id: "KAPPA".into(),
             resend_window: 100_000,
             max_orders_per_session: 1_000_000,
+            max_sessions: 64,
             max_heartbeat_s: 300,
             sending_time_tolerance_ms: 120_000,
             logon_timeout_ms: 10_000,
-            republish_after_ms: 30_000,
+            order_partitions: 1,
         }
     }
 }
@@ -77,8 +82,17 @@ pub enum Input {
     /// The broker's answer to [`Output::Publish`].
     Published {
         order_id: u64,
+        seq: u32,
         result: Result<(), String>,
     },
+    /// The answer to [`Output::Verify`]: whether the record is on `orders`.
+    Verified {
+        order_id: u64,
+        seq: u32,
+        found: bool,
+    },
+    /// Where `orders` partitions end now (`(partition, high watermark)`), read now and then.
+    Watermarks(Vec<(i32, i64)>),
     /// Time passed (heartbeats, timeouts, republishing).
     Tick,
 }
@@ -89,10 +103,22 @@ pub enum Output {
     Send(ConnId, Vec<u8>),
     /// Close after sending what was queued before.
     Close(ConnId),
-    /// Publish `payload` to `orders` with key `key` (the instrument).
+    /// Publish `payload` to `orders` partition `partition` with key `key` (the instrument).
     Publish {
         order_id: u64,
+        seq: u32,
+        partition: i32,
         key: String,
+        payload: Vec<u8>,
+    },
+    /// Find out whether `payload` is on `orders` partition `partition` at or after offset
+    /// `from` (its acknowledgement was lost: a restart, a delivery error); answered by
+    /// [`Input::Verified`].
+    Verify {
+        order_id: u64,
+        seq: u32,
+        partition: i32,
+        from: i64,
         payload: Vec<u8>,
     },
 }
@@ -130,6 +156,7 @@ struct Conn {
     test_request_ms: Option<i64>,
     /// We asked for a resend up to this MsgSeqNum (inclusive) and it has not all come.
     resend_until: Option<u64>,
+    resend_asked_ms: i64,
     logout_sent_ms: Option<i64>,
     closed: bool,
 }
@@ -165,11 +192,14 @@ pub struct Gateway {
     active: HashMap<String, ConnId>,
     /// Read position not yet journaled (irrelevant events move it without a record).
     cursor: BTreeMap<i32, i64>,
-    /// When each unacknowledged order was last handed out for publication.
-    publishing: HashMap<u64, i64>,
+    partitioner: Partitioner,
+    /// The latest high watermark of each `orders` partition.
+    watermarks: HashMap<i32, i64>,
     records: Vec<Record>,
     outputs: Vec<Output>,
     stats: Stats,
+    /// Shutting down: no more logons.
+    stopping: bool,
 }
 
 fn timestamp(ms: i64) -> String {
@@ -207,17 +237,19 @@ impl Gateway {
         let cursor = state.cursor.clone();
         Gateway {
             cfg,
-            instruments,
+            instruments: instruments.clone(),
             ids,
             authenticate,
             state,
             conns: HashMap::new(),
             active: HashMap::new(),
             cursor,
-            publishing: HashMap::new(),
+            partitioner: Partitioner::new(&instruments),
+            watermarks: HashMap::new(),
             records: Vec::new(),
             outputs: Vec::new(),
             stats: Stats::default(),
+            stopping: false,
         }
     }
 
@@ -234,6 +266,7 @@ impl Gateway {
 
     /// Logs every session out (the gateway is stopping).
     pub fn shutdown(&mut self, now_ms: i64) {
+        self.stopping = true;
         let active: Vec<(String, ConnId)> =
             self.active.iter().map(|(s, c)| (s.clone(), *c)).collect();
         for (s, c) in active {
@@ -266,20 +299,30 @@ impl Gateway {
         }
     }
 
-    /// Orders registered but not acknowledged by the broker (after a restart: published again;
-    /// a copy that did reach the broker is refused by the engine as a duplicate id, which the
-    /// gateway ignores for an order it already knows to be accepted).
-    pub fn republish_all(&mut self, now_ms: i64) {
-        let ids: Vec<u64> = self
+    /// After a restart: every `orders` record the journal has but no acknowledgement of is
+    /// looked for on the topic ([`Output::Verify`]) and published only if it is not there — so
+    /// none is lost and none reaches the engine twice.
+    pub fn verify_outbox(&mut self) {
+        let pending: Vec<(u64, super::state::Publication)> = self
             .state
             .orders
             .iter()
-            .filter(|(_, o)| o.unpublished.is_some())
-            .map(|(id, _)| *id)
+            .flat_map(|(id, o)| o.outbox.iter().map(|p| (*id, p.clone())))
             .collect();
-        for id in ids {
-            self.publish(id, now_ms);
+        for (order_id, p) in pending {
+            self.outputs.push(Output::Verify {
+                order_id,
+                seq: p.seq,
+                partition: p.partition,
+                from: p.scan_from,
+                payload: p.payload,
+            });
         }
+    }
+
+    /// Publications handed out and not yet acknowledged.
+    pub fn outbox_len(&self) -> usize {
+        self.state.orders.values().map(|o| o.outbox.len()).sum()
     }
 
     /// The records and outputs of the steps since the last call.
@@ -309,6 +352,7 @@ impl Gateway {
                         last_out_ms: now_ms,
                         test_request_ms: None,
                         resend_until: None,
+                        resend_asked_ms: 0,
                         logout_sent_ms: None,
                         closed: false,
                     },
@@ -333,7 +377,17 @@ impl Gateway {
                 offset,
                 payload,
             } => self.on_event(partition, offset, &payload, now_ms),
-            Input::Published { order_id, result } => self.on_published(order_id, result, now_ms),
+            Input::Published {
+                order_id,
+                seq,
+                result,
+            } => self.on_published(order_id, seq, result),
+            Input::Verified {
+                order_id,
+                seq,
+                found,
+            } => self.on_verified(order_id, seq, found),
+            Input::Watermarks(w) => self.watermarks.extend(w),
             Input::Tick => self.on_tick(now_ms),
         }
     }
@@ -510,13 +564,7 @@ impl Gateway {
             }
             let asked = self.conns.get(&c).and_then(|x| x.resend_until);
             if asked.is_none() {
-                let mut r = Message::new("2");
-                r.push(BEGIN_SEQ_NO, expected.to_string())
-                    .push(END_SEQ_NO, "0");
-                self.send_admin(c, &session, r, now_ms);
-                if let Some(conn) = self.conns.get_mut(&c) {
-                    conn.resend_until = Some(seq);
-                }
+                self.ask_resend(c, &session, expected, seq, now_ms);
             }
             // Not processed now: it comes again in the resend.
             return;
@@ -534,6 +582,14 @@ impl Gateway {
             return self.close(c);
         }
         // seq == expected
+        if let Some(p) = m.problem.clone() {
+            // Consumed and answered: the same bytes would only come again.
+            self.commit(Record::InSeq {
+                session: session.clone(),
+                next: expected + 1,
+            });
+            return self.reject(c, &m, p.reason, p.tag, &p.text, now_ms);
+        }
         if let Err(text) = self.check_sending_time(&m, now_ms) {
             self.commit(Record::InSeq {
                 session: session.clone(),
@@ -634,6 +690,12 @@ impl Gateway {
         if m.msg_type() != "A" {
             return refuse(self, "first message must be a Logon (35=A)");
         }
+        if let Some(p) = &m.problem {
+            return refuse(self, &format!("malformed Logon: {}", p.text));
+        }
+        if self.stopping {
+            return refuse(self, "gateway shutting down; reconnect shortly");
+        }
         if m.get(TARGET_COMP_ID) != Some(self.cfg.comp_id.as_str()) {
             return refuse(self, &format!("TargetCompID must be {}", self.cfg.comp_id));
         }
@@ -666,6 +728,11 @@ impl Gateway {
         if self.active.contains_key(&sender) {
             // The established session is left alone.
             return refuse(self, "session already logged on");
+        }
+        if !self.state.sessions.contains_key(&sender)
+            && self.state.sessions.len() >= self.cfg.max_sessions
+        {
+            return refuse(self, "the gateway serves no more sessions (--max-sessions)");
         }
         let Some(seq) = m.get_u64(MSG_SEQ_NUM) else {
             return refuse(self, "MsgSeqNum (34) missing");
@@ -708,13 +775,20 @@ impl Gateway {
         self.send_admin(c, &sender, a, now_ms);
         tracing::info!(session = %sender, in_seq = seq, out_seq = self.state.session(&sender).next_out, "FIX session logged on");
         if seq > expected {
-            let mut r = Message::new("2");
-            r.push(BEGIN_SEQ_NO, expected.to_string())
-                .push(END_SEQ_NO, "0");
-            self.send_admin(c, &sender, r, now_ms);
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.resend_until = Some(seq);
-            }
+            self.ask_resend(c, &sender, expected, seq, now_ms);
+        }
+    }
+
+    /// ResendRequest from `expected` on, remembering that everything up to `until` must come
+    /// (asked again if it has not after a while: a lost request must not stall the session).
+    fn ask_resend(&mut self, c: ConnId, session: &str, expected: u64, until: u64, now_ms: i64) {
+        let mut r = Message::new("2");
+        r.push(BEGIN_SEQ_NO, expected.to_string())
+            .push(END_SEQ_NO, "0");
+        self.send_admin(c, session, r, now_ms);
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.resend_until = Some(conn.resend_until.unwrap_or(0).max(until));
+            conn.resend_asked_ms = now_ms;
         }
     }
 
@@ -772,44 +846,59 @@ impl Gateway {
         if begin > end {
             return;
         }
-        let kept: Vec<Stored> = self
-            .state
-            .session(session)
-            .sent
-            .iter()
-            .filter(|s| s.seq >= begin && s.seq <= end)
-            .cloned()
-            .collect();
+        // Encoded straight from the kept messages into chunks of ≤ 1 MiB, each one send: a
+        // resend of the whole window is a few dozen writes, not one queue entry per message.
+        const CHUNK: usize = 1 << 20;
         let now = timestamp(now_ms);
+        let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut resent = 0u64;
         let mut seq = begin;
-        for s in kept {
-            if s.seq > seq {
-                self.gap_fill(c, session, seq, s.seq, &now, now_ms);
+        {
+            let sent = &self.state.sessions[session].sent;
+            let first = sent.partition_point(|s| s.seq < begin);
+            let emit = |m: &Message, chunks: &mut Vec<Vec<u8>>| {
+                let last = chunks.last_mut().expect("one chunk");
+                m.encode(last);
+                if last.len() >= CHUNK {
+                    chunks.push(Vec::new());
+                }
+            };
+            for s in sent.range(first..).take_while(|s| s.seq <= end) {
+                if s.seq > seq {
+                    emit(&self.gap_fill(session, seq, s.seq, &now), &mut chunks);
+                }
+                let mut body = Message::new(&s.msg_type);
+                for (t, v) in &s.body {
+                    body.push(*t, v.clone());
+                }
+                let mut framed = self.frame(session, s.seq, &now, &body);
+                framed.set_after_header(POSS_DUP_FLAG, "Y");
+                framed.set_after_header(ORIG_SENDING_TIME, s.sending_time.clone());
+                emit(&framed, &mut chunks);
+                resent += 1;
+                seq = s.seq + 1;
             }
-            let mut body = Message::new(&s.msg_type);
-            for (t, v) in &s.body {
-                body.push(*t, v.clone());
+            if seq <= end {
+                emit(&self.gap_fill(session, seq, end + 1, &now), &mut chunks);
             }
-            let mut framed = self.frame(session, s.seq, &now, &body);
-            framed.set_after_header(POSS_DUP_FLAG, "Y");
-            framed.set_after_header(ORIG_SENDING_TIME, s.sending_time.clone());
-            self.write(c, &framed, now_ms);
-            self.stats.messages_resent += 1;
-            seq = s.seq + 1;
         }
-        if seq <= end {
-            self.gap_fill(c, session, seq, end + 1, &now, now_ms);
+        self.stats.messages_resent += resent;
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.last_out_ms = now_ms;
+        }
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            self.outputs.push(Output::Send(c, chunk));
         }
     }
 
     /// SequenceReset-GapFill at MsgSeqNum `from` to `to` (admin messages are not resent).
-    fn gap_fill(&mut self, c: ConnId, session: &str, from: u64, to: u64, now: &str, now_ms: i64) {
+    fn gap_fill(&self, session: &str, from: u64, to: u64, now: &str) -> Message {
         let mut g = Message::new("4");
         g.push(GAP_FILL_FLAG, "Y").push(NEW_SEQ_NO, to.to_string());
         let mut framed = self.frame(session, from, now, &g);
         framed.set_after_header(POSS_DUP_FLAG, "Y");
         framed.set_after_header(ORIG_SENDING_TIME, now);
-        self.write(c, &framed, now_ms);
+        framed
     }
 
     fn on_tick(&mut self, now_ms: i64) {
@@ -842,6 +931,20 @@ impl Gateway {
         for (c, s) in heartbeats {
             self.send_admin(c, &s, Message::new("0"), now_ms);
         }
+        let stalled: Vec<(ConnId, String, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, x)| !x.closed && x.logout_sent_ms.is_none())
+            .filter(|(_, x)| {
+                x.resend_until.is_some() && now_ms - x.resend_asked_ms > x.heartbeat_ms.max(10_000)
+            })
+            .filter_map(|(&c, x)| Some((c, x.session.clone()?, x.resend_until?)))
+            .collect();
+        for (c, s, until) in stalled {
+            let expected = self.state.session(&s).next_in;
+            tracing::warn!(session = %s, expected, "a requested resend has not come; asking again");
+            self.ask_resend(c, &s, expected, until, now_ms);
+        }
         for (c, s) in tests {
             let mut t = Message::new("1");
             t.push(TEST_REQ_ID, format!("TEST-{now_ms}"));
@@ -857,16 +960,6 @@ impl Gateway {
             );
             self.close(c);
         }
-        // Orders the broker has not acknowledged for a while go again.
-        let stale: Vec<u64> = self
-            .publishing
-            .iter()
-            .filter(|(_, &t)| now_ms - t > self.cfg.republish_after_ms)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in stale {
-            self.publish(id, now_ms);
-        }
         // The read position moves on in the journal now and then even without our events.
         let moved: Vec<(i32, i64)> = self
             .cursor
@@ -881,44 +974,101 @@ impl Gateway {
 
     // ---- orders in ----------------------------------------------------------------------------
 
-    fn publish(&mut self, id: u64, now_ms: i64) {
-        if let Some((key, payload)) = self
+    /// Adds an `orders` record to `data`'s outbox (committed by the caller with `data`), and
+    /// returns the output that publishes it once the record is journaled.
+    fn queue(&self, id: u64, data: &mut OrderData, key: String, payload: Vec<u8>) -> Output {
+        let partition = self
+            .partitioner
+            .partition(key.as_bytes(), self.cfg.order_partitions);
+        let p = super::state::Publication {
+            seq: data.publications,
+            partition,
+            scan_from: self.watermarks.get(&partition).copied().unwrap_or(0),
+            key: key.clone(),
+            payload: payload.clone(),
+        };
+        data.publications += 1;
+        data.outbox.push(p.clone());
+        Output::Publish {
+            order_id: id,
+            seq: p.seq,
+            partition,
+            key,
+            payload,
+        }
+    }
+
+    /// Publication `seq` of order `id` is on the topic: out of its outbox.
+    fn delivered(&mut self, id: u64, seq: u32) {
+        let Some(o) = self.state.orders.get(&id) else {
+            return;
+        };
+        if !o.outbox.iter().any(|p| p.seq == seq) {
+            return;
+        }
+        self.stats.orders_published += 1;
+        let mut data = o.clone();
+        data.outbox.retain(|p| p.seq != seq);
+        self.store_order(id, data);
+    }
+
+    fn on_published(&mut self, id: u64, seq: u32, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.delivered(id, seq),
+            Err(e) => {
+                // Lost or not? Looked for on the topic before anything is sent again.
+                tracing::warn!(order_id = id, seq, error = %e, "publishing an order failed; checking the topic");
+                if let Some(p) = self
+                    .state
+                    .orders
+                    .get(&id)
+                    .and_then(|o| o.outbox.iter().find(|p| p.seq == seq))
+                {
+                    self.outputs.push(Output::Verify {
+                        order_id: id,
+                        seq,
+                        partition: p.partition,
+                        from: p.scan_from,
+                        payload: p.payload.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_verified(&mut self, id: u64, seq: u32, found: bool) {
+        if found {
+            return self.delivered(id, seq);
+        }
+        if let Some(p) = self
             .state
             .orders
             .get(&id)
-            .and_then(|o| o.unpublished.clone())
+            .and_then(|o| o.outbox.iter().find(|p| p.seq == seq))
         {
-            self.publishing.insert(id, now_ms);
             self.outputs.push(Output::Publish {
                 order_id: id,
-                key,
-                payload,
+                seq,
+                partition: p.partition,
+                key: p.key.clone(),
+                payload: p.payload.clone(),
             });
         }
     }
 
-    fn on_published(&mut self, id: u64, result: Result<(), String>, now_ms: i64) {
-        match result {
-            Ok(()) => {
-                self.publishing.remove(&id);
-                if let Some(o) = self.state.orders.get(&id) {
-                    if o.unpublished.is_some() {
-                        self.stats.orders_published += 1;
-                        let mut data = o.clone();
-                        data.unpublished = None;
-                        data.published = true;
-                        self.commit(Record::Order {
-                            id,
-                            data: Box::new(data),
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                // Tried again after `republish_after_ms` (on a tick).
-                tracing::warn!(order_id = id, error = %e, "publishing an order failed; will retry");
-                self.publishing.insert(id, now_ms);
-            }
+    /// Commits `data` for order `id`, or forgets the order once it is finished with nothing in
+    /// flight (no change pending, nothing unacknowledged).
+    fn store_order(&mut self, id: u64, data: OrderData) {
+        if data.finished() && data.pending.is_none() && data.outbox.is_empty() {
+            self.commit(Record::Forget {
+                id,
+                final_status: data.status,
+            });
+        } else {
+            self.commit(Record::Order {
+                id,
+                data: Box::new(data),
+            });
         }
     }
 
@@ -977,7 +1127,10 @@ impl Gateway {
                 now_ms,
             );
         }
-        let order_id = self.ids.for_client_order(session, &format!("fix:{cl}"));
+        let epoch = self.state.session(session).epoch;
+        let order_id = self
+            .ids
+            .for_client_order(session, &format!("fix:{epoch}:{cl}"));
         if self.state.session(session).cl_ord_ids.contains_key(&cl) {
             return self.refuse_new(
                 session,
@@ -1043,6 +1196,7 @@ impl Gateway {
             instrument: symbol.clone(),
             trxn_type: Some(side.0.into()),
             quantity: Some(qty),
+            total_quantity: None,
             price,
             order_timestamp: None,
             trader: Some(session.to_string()),
@@ -1090,14 +1244,16 @@ impl Gateway {
             notional: Decimal::ZERO,
             status: 'A',
             execs: 0,
-            published: false,
-            unpublished: Some((prepared.key, prepared.payload)),
+            outbox: Vec::new(),
+            publications: 0,
         };
+        let mut data = data;
+        let publish = self.queue(order_id, &mut data, prepared.key, prepared.payload);
         self.commit(Record::Order {
             id: order_id,
             data: Box::new(data),
         });
-        self.publish(order_id, now_ms);
+        self.outputs.push(publish);
     }
 
     /// OrderCancelReject (35=9) answering the cancel or replace `r`.
@@ -1149,6 +1305,15 @@ impl Gateway {
                 '8',
                 "duplicate_client_order_id",
                 "ClOrdID already used in this session",
+                now_ms,
+            );
+        }
+        if self.state.session(session).cl_ord_ids.len() >= self.cfg.max_orders_per_session {
+            return self.cancel_reject(
+                &unknown,
+                '8',
+                "session_order_limit",
+                "this session's ClOrdID table is full; log on with ResetSeqNumFlag=Y to start a new session",
                 now_ms,
             );
         }
@@ -1219,6 +1384,7 @@ impl Gateway {
             instrument: order.instrument.clone(),
             trxn_type: None,
             quantity: None,
+            total_quantity: None,
             price: None,
             order_timestamp: None,
             trader: Some(session.to_string()),
@@ -1254,13 +1420,15 @@ impl Gateway {
                     );
                 }
                 if q != order.order_qty {
-                    message.quantity = Some(q - order.cum_qty);
+                    // The new total: the engine leaves total − filled open, with the fills it
+                    // knows (a fill on its way to us cannot make the order larger than asked).
+                    message.total_quantity = Some(q);
                 }
             }
             if price != order.price {
                 message.price = price;
             }
-            if message.quantity.is_none() && message.price.is_none() {
+            if message.total_quantity.is_none() && message.price.is_none() {
                 take(self, Some(order.status));
                 return self.cancel_reject(
                     &known,
@@ -1285,12 +1453,13 @@ impl Gateway {
             replace,
         });
         data.cl_ord_ids.push(cl);
-        data.unpublished = Some((prepared.key, prepared.payload));
+        // Queued behind the order's earlier records (a cancel never overtakes its order).
+        let publish = self.queue(order_id, &mut data, prepared.key, prepared.payload);
         self.commit(Record::Order {
             id: order_id,
             data: Box::new(data),
         });
-        self.publish(order_id, now_ms);
+        self.outputs.push(publish);
     }
 
     // ---- execution reports out -------------------------------------------------------------
@@ -1398,8 +1567,8 @@ impl Gateway {
                 let reason = ev.reason.clone().unwrap_or_default();
                 if command == "NEW" {
                     if acked {
-                        // A second copy of a new order the engine has (republished after a
-                        // restart): the first one's status stands.
+                        // Not ours to report: the order's status stands (a copy of the order
+                        // sent by someone else with its id).
                         return;
                     }
                     o.leaves_qty = Decimal::ZERO;
@@ -1417,7 +1586,10 @@ impl Gateway {
                         now_ms,
                     );
                 } else {
-                    let Some(p) = o.pending.take() else { return };
+                    // The answer to the change in flight only if it is of the same kind.
+                    let Some(p) = o.pending.take_if(|p| p.replace == (command == "AMEND")) else {
+                        return;
+                    };
                     let status = if acked { o.status } else { '0' };
                     self.cancel_reject(
                         &CancelRef {
@@ -1557,17 +1729,7 @@ impl Gateway {
             }
             _ => return,
         }
-        if o.finished() && o.pending.is_none() {
-            self.commit(Record::Forget {
-                id,
-                final_status: o.status,
-            });
-        } else {
-            self.commit(Record::Order {
-                id,
-                data: Box::new(o),
-            });
-        }
+        self.store_order(id, o);
     }
 }
 

@@ -6,11 +6,11 @@
 use super::codec::{decode, Decoded};
 use super::gateway::{Config, ConnId, Gateway, Input, Output, Stats};
 use super::store::Store;
-use crate::runtime::kafka::{create_reader, partition_count, watermarks, KafkaArgs};
+use crate::runtime::kafka::{create_reader, partition_count, read_range, watermarks, KafkaArgs};
 use crate::runtime::shutdown::Shutdown;
 use crate::serving::auth::Keys;
 use crate::serving::orders::IdAllocator;
-use crate::topics::{Partitioner, Topics};
+use crate::topics::Topics;
 use anyhow::Context as _;
 use kappa_engine::Instruments;
 use rdkafka::consumer::Consumer as _;
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, Notify};
 
@@ -51,6 +51,9 @@ pub struct FixArgs {
     /// ClOrdIDs per session between sequence resets (≈ 100 B each).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_orders_per_session: usize,
+    /// FIX sessions (traders) the journal keeps state for; a logon of one more is refused.
+    #[arg(long, default_value_t = 64)]
+    pub max_sessions: usize,
     /// Most TCP connections open at once (more are closed on accept).
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
@@ -107,6 +110,7 @@ async fn serve(
         comp_id: args.comp_id.clone(),
         resend_window: args.resend_window.max(1),
         max_orders_per_session: args.max_orders_per_session.max(1),
+        max_sessions: args.max_sessions.max(1),
         ..Config::default()
     };
     let (mut store, state, opened) = Store::open(
@@ -141,7 +145,6 @@ async fn serve(
         Some(k) => IdAllocator::with_key(k.as_bytes()),
         None => IdAllocator::random(),
     };
-    let mut gw = Gateway::new(cfg, instruments.clone(), ids, authenticate, state);
 
     // Kafka: the order producer and the order-events reader, positioned before any logon.
     let topics = kafka.topics();
@@ -154,6 +157,22 @@ async fn serve(
         .context("creating the order-events reader")?;
     let order_partitions = partition_count(&consumer, output(&topics))?;
     let event_partitions = partition_count(&consumer, input(&topics))?;
+    let cfg = Config {
+        order_partitions,
+        ..cfg
+    };
+    let mut gw = Gateway::new(cfg, instruments.clone(), ids, authenticate, state);
+    // Where `orders` ends before any order is taken: the floor of every later publication's
+    // offset (a lost acknowledgement is settled by reading from there).
+    let order_ends = |consumer: &crate::runtime::kafka::Reader| -> anyhow::Result<Vec<(i32, i64)>> {
+        (0..order_partitions)
+            .map(|p| Ok((p, watermarks(consumer, output(&topics), p)?.1)))
+            .collect()
+    };
+    gw.handle(
+        Input::Watermarks(order_ends(&consumer)?),
+        chrono::Utc::now().timestamp_millis(),
+    );
     let mut tpl = TopicPartitionList::new();
     for p in 0..event_partitions {
         let next = match gw.cursor(p) {
@@ -167,10 +186,12 @@ async fn serve(
         tpl.add_partition_offset(input(&topics), p, Offset::Offset(next))?;
     }
     consumer.assign(&tpl).context("assigning order-events")?;
-    let now = chrono::Utc::now().timestamp_millis();
-    gw.republish_all(now);
+    // Records the journal has and the broker never acknowledged: looked for, sent if absent.
+    gw.verify_outbox();
 
-    let (tx, mut rx) = mpsc::channel::<CoreIn>(16_384);
+    // Bounded in messages, each bounded in size (--max-message, codec::MAX_FIELDS): ≤ 1 024 ×
+    // ~20 kB decoded; readers wait when it is full.
+    let (tx, mut rx) = mpsc::channel::<CoreIn>(1024);
     let ready = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
     // order-events → core.
@@ -235,10 +256,65 @@ async fn serve(
     }
     ready.store(true, Ordering::Relaxed);
 
-    let partitioner = Partitioner::new(instruments);
+    // `orders` reader: the partitions' ends every second, and the look-ups of [`Output::Verify`].
+    let (verify_tx, verify_rx) = std::sync::mpsc::channel::<(u64, u32, i32, i64, Vec<u8>)>();
+    {
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        let topic = output(&topics).to_string();
+        let reader = create_reader(&kafka.reader()).context("creating the orders reader")?;
+        let verify_again = verify_tx.clone();
+        std::thread::Builder::new()
+            .name("orders-reader".into())
+            .spawn(move || {
+                let ends = |r: &crate::runtime::kafka::Reader| -> anyhow::Result<Vec<(i32, i64)>> {
+                    (0..order_partitions)
+                        .map(|p| Ok((p, watermarks(r, &topic, p)?.1)))
+                        .collect()
+                };
+                while !shutdown.is_triggered() {
+                    match verify_rx.recv_timeout(Duration::from_secs(1)) {
+                        Ok((order_id, seq, partition, from, payload)) => {
+                            let found = watermarks(&reader, &topic, partition).and_then(|(_, to)| {
+                                let mut found = false;
+                                read_range(&reader, &topic, partition, from, to, |m| {
+                                    found |= m.payload() == Some(payload.as_slice());
+                                })?;
+                                Ok(found)
+                            });
+                            match found {
+                                Ok(found) => {
+                                    let v = Input::Verified { order_id, seq, found };
+                                    if tx.blocking_send(CoreIn::Gateway(v)).is_err() {
+                                        break;
+                                    }
+                                }
+                                // Unsettled: asked again after a pause (never sent blind).
+                                Err(e) => {
+                                    tracing::warn!(order_id, error = %format!("{e:#}"), "looking for an order on the topic failed; retrying");
+                                    std::thread::sleep(Duration::from_secs(1));
+                                    let _ = verify_again.send((order_id, seq, partition, from, payload));
+                                }
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    match ends(&reader) {
+                        Ok(w) => {
+                            if tx.blocking_send(CoreIn::Gateway(Input::Watermarks(w))).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading where orders ends"),
+                    }
+                }
+            })?;
+    }
     let mut writers: HashMap<ConnId, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stopping = false;
+    let mut stop_deadline = Instant::now();
     loop {
         tokio::select! {
             got = rx.recv() => {
@@ -266,6 +342,7 @@ async fn serve(
             _ = tick.tick() => gw.handle(Input::Tick, chrono::Utc::now().timestamp_millis()),
             _ = shutdown.triggered(), if !stopping => {
                 stopping = true;
+                stop_deadline = Instant::now() + Duration::from_secs(10);
                 gw.shutdown(chrono::Utc::now().timestamp_millis());
             }
         }
@@ -289,12 +366,22 @@ async fn serve(
                     // (the Logout), then the socket is shut down.
                     writers.remove(&id);
                 }
+                Output::Verify {
+                    order_id,
+                    seq,
+                    partition,
+                    from,
+                    payload,
+                } => {
+                    let _ = verify_tx.send((order_id, seq, partition, from, payload));
+                }
                 Output::Publish {
                     order_id,
+                    seq,
+                    partition,
                     key,
                     payload,
                 } => {
-                    let partition = partitioner.partition(key.as_bytes(), order_partitions);
                     let record = FutureRecord::to(output(&topics))
                         .partition(partition)
                         .key(&key)
@@ -312,15 +399,20 @@ async fn serve(
                             Err(e) => Err(e),
                         };
                         let _ = tx
-                            .send(CoreIn::Gateway(Input::Published { order_id, result }))
+                            .send(CoreIn::Gateway(Input::Published {
+                                order_id,
+                                seq,
+                                result,
+                            }))
                             .await;
                     });
                 }
             }
         }
         *stats.lock().unwrap_or_else(|e| e.into_inner()) = gw.stats();
-        if stopping {
-            // Logouts are out; give the writers a moment, then stop.
+        if stopping && (gw.outbox_len() == 0 || Instant::now() > stop_deadline) {
+            // Logouts are out and every acknowledgement in (or 10 s passed: what is left is
+            // settled against the topic at the next start); give the writers a moment, then stop.
             tokio::time::sleep(Duration::from_millis(300)).await;
             break;
         }

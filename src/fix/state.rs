@@ -37,6 +37,9 @@ pub struct SessionData {
     pub sent: VecDeque<Stored>,
     /// ClOrdIDs used since the last sequence reset.
     pub cl_ord_ids: BTreeMap<String, ClOrdRef>,
+    /// Sequence resets so far: part of what order ids are derived from, so a ClOrdID used again
+    /// after a reset (a counter restarting each day) is a new order, not a duplicate id.
+    pub epoch: u32,
 }
 
 impl Default for SessionData {
@@ -46,6 +49,7 @@ impl Default for SessionData {
             next_out: 1,
             sent: VecDeque::new(),
             cl_ord_ids: BTreeMap::new(),
+            epoch: 0,
         }
     }
 }
@@ -102,10 +106,25 @@ pub struct OrderData {
     pub status: char,
     /// Execution reports sent for this order (ExecIDs are `order id`-`n`).
     pub execs: u32,
-    /// The `orders` record (and of the pending change) the broker has acknowledged.
-    pub published: bool,
-    /// The exact `orders` payload still to be acknowledged (kept for a republish after a crash).
-    pub unpublished: Option<(String, Vec<u8>)>,
+    /// `orders` records of this order (the new order, each cancel and replace) not yet
+    /// acknowledged by the broker, in publication order.
+    pub outbox: Vec<Publication>,
+    /// Publications made so far (the next one's number).
+    pub publications: u32,
+}
+
+/// One `orders` record to deliver exactly once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    /// Its number among the order's publications (acknowledgements name it).
+    pub seq: u32,
+    /// The `orders` partition, and an offset at or below where it lands: the partition's end
+    /// as last seen before the record was made. Whether a record whose acknowledgement was lost
+    /// (a crash, a delivery error) reached the broker is decided by reading from there.
+    pub partition: i32,
+    pub scan_from: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
 }
 
 impl OrderData {
@@ -163,6 +182,7 @@ impl State {
                 s.next_out = 1;
                 s.sent.clear();
                 s.cl_ord_ids.retain(|_, r| r.final_status.is_none());
+                s.epoch += 1;
             }
             Record::ClOrdId {
                 session,

@@ -14,14 +14,18 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 const FILE: &str = "journal";
-/// Largest batch accepted when reading (a corrupt length is not an allocation).
-const MAX_BATCH: usize = 1 << 30;
+/// Largest batch (the frame's length is a u32).
+const MAX_BATCH: usize = u32::MAX as usize;
 
 /// The open journal.
 pub struct Store {
+    /// Held (locked) while the store is open.
+    _lock: File,
     path: PathBuf,
     file: File,
     len: u64,
+    /// Bytes of the snapshot the journal starts with (growth past it is what compaction bounds).
+    snapshot_len: u64,
     sync: bool,
     compact_bytes: u64,
     resend_window: usize,
@@ -38,36 +42,89 @@ pub struct Opened {
 
 fn frame(records: &[Record], out: &mut Vec<u8>) -> anyhow::Result<()> {
     let body = bincode::serialize(records).context("encoding journal records")?;
+    anyhow::ensure!(
+        body.len() <= MAX_BATCH,
+        "a journal batch of {} bytes",
+        body.len()
+    );
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
     Ok(())
 }
 
-/// Replays `bytes`: the state, the batches read, and where the valid part ends.
-fn replay(bytes: &[u8], resend_window: usize) -> (State, usize, usize, usize) {
+/// The batch `[Record::Snapshot(state)]` framed, serialized from a reference: compaction does not
+/// copy the state (bincode writes a one-element sequence, the variant's index and the state —
+/// the same bytes, tested).
+fn frame_snapshot(state: &State, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    enum RecordRef<'a> {
+        Snapshot(&'a State),
+    }
+    let body =
+        bincode::serialize(&[RecordRef::Snapshot(state)][..]).context("encoding a snapshot")?;
+    anyhow::ensure!(
+        body.len() <= MAX_BATCH,
+        "a snapshot of {} bytes",
+        body.len()
+    );
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Replays `bytes`: the state, where the valid part ends, the batches and records read. Only
+/// the last batch may be bad — cut short, or failing its CRC with nothing after it (a crash
+/// while writing it: it was never acted on). A bad batch with data after it is damage, not a
+/// crash: an error, so the gateway refuses to start rather than resume from an older state
+/// (sequence numbers going back, open orders forgotten).
+fn replay(bytes: &[u8], resend_window: usize) -> anyhow::Result<(State, usize, usize, usize)> {
     let (mut state, mut at, mut batches, mut records) = (State::default(), 0usize, 0, 0);
-    while bytes.len() - at >= 8 {
+    while at < bytes.len() {
+        if bytes.len() - at < 8 {
+            break; // a torn header
+        }
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
-        if len > MAX_BATCH || bytes.len() - at - 8 < len {
-            break;
+        if bytes.len() - at - 8 < len {
+            break; // a torn body
         }
-        let body = &bytes[at + 8..at + 8 + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Ok(batch) = bincode::deserialize::<Vec<Record>>(body) else {
-            break;
+        let end = at + 8 + len;
+        let body = &bytes[at + 8..end];
+        let bad = if crc32fast::hash(body) != crc {
+            Some("fails its CRC".to_string())
+        } else {
+            match bincode::deserialize::<Vec<Record>>(body) {
+                Ok(batch) => {
+                    records += batch.len();
+                    for r in batch {
+                        match r {
+                            // Moved, not copied: the state is the largest thing held at start.
+                            Record::Snapshot(s) => state = *s,
+                            r => state.apply(&r, resend_window),
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(format!("does not decode ({e})")),
+            }
         };
-        for r in &batch {
-            state.apply(r, resend_window);
+        if let Some(why) = bad {
+            if end == bytes.len() {
+                break; // the last batch, torn
+            }
+            anyhow::bail!(
+                "the journal is damaged: the batch at byte {at} {why} and {} bytes follow it; \
+                 refusing to start from an older state (restore the volume, or move the journal \
+                 away to start the sessions afresh)",
+                bytes.len() - end
+            );
         }
-        records += batch.len();
         batches += 1;
-        at += 8 + len;
+        at = end;
     }
-    (state, at, batches, records)
+    Ok((state, at, batches, records))
 }
 
 impl Store {
@@ -79,6 +136,23 @@ impl Store {
         resend_window: usize,
     ) -> anyhow::Result<(Store, State, Opened)> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // One writer: a second gateway on the same journal (a replacement pod started while the
+        // old one still runs) refuses to start instead of interleaving batches.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another fix-gateway holds the journal in {} (its lock file is locked)",
+                dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).context("locking the journal");
+            }
+        }
         let path = dir.join(FILE);
         let mut bytes = Vec::new();
         if path.exists() {
@@ -86,7 +160,8 @@ impl Store {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .with_context(|| format!("reading {}", path.display()))?;
         }
-        let (state, valid, batches, records) = replay(&bytes, resend_window);
+        let (state, valid, batches, records) = replay(&bytes, resend_window)
+            .with_context(|| format!("replaying {}", path.display()))?;
         let opened = Opened {
             batches,
             records,
@@ -99,9 +174,11 @@ impl Store {
             );
         }
         let mut store = Store {
+            _lock: lock,
             file: OpenOptions::new().create(true).append(true).open(&path)?,
             path,
             len: 0,
+            snapshot_len: 0,
             sync,
             compact_bytes,
             resend_window,
@@ -114,7 +191,7 @@ impl Store {
     pub fn compact(&mut self, state: &State) -> anyhow::Result<()> {
         let tmp = self.path.with_extension("new");
         let mut buf = Vec::new();
-        frame(&[Record::Snapshot(Box::new(state.clone()))], &mut buf)?;
+        frame_snapshot(state, &mut buf)?;
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(&buf)?;
         f.sync_all()?;
@@ -124,6 +201,7 @@ impl Store {
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = buf.len() as u64;
+        self.snapshot_len = self.len;
         Ok(())
     }
 
@@ -142,7 +220,7 @@ impl Store {
             self.file.sync_data().context("syncing the journal")?;
         }
         self.len += buf.len() as u64;
-        if self.len > self.compact_bytes {
+        if self.len - self.snapshot_len > self.compact_bytes {
             self.compact(state)?;
         }
         Ok(())
@@ -207,8 +285,9 @@ mod tests {
         assert_eq!(again.sessions["T2"].next_in, 50);
         assert_eq!(opened.batches, 5, "the snapshot and four batches");
         assert!(opened.truncated > 0);
+        drop(store);
         // Compacted: one snapshot batch.
-        let (_, _, opened) = Store::open(&dir, false, 1 << 20, 10).unwrap();
+        let (store, _, opened) = Store::open(&dir, false, 1 << 20, 10).unwrap();
         assert_eq!(
             (opened.batches, opened.records, opened.truncated),
             (1, 1, 0)
@@ -223,12 +302,61 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, st, opened) = Store::open(&dir, false, 1 << 20, 10).unwrap();
+        let (mut store, st, opened) = Store::open(&dir, false, 1 << 20, 10).unwrap();
         assert_eq!(
             st.sessions["T1"].next_in, 5,
-            "the corrupt batch was not applied"
+            "the torn last batch was not applied"
         );
         assert!(opened.truncated > 0);
+        // Damage before the end (a batch follows): refused, and the file left as it was.
+        let mut st = st;
+        for n in [6, 7] {
+            st.apply(&rec("T1", n), 10);
+            store.append(&[rec("T1", n)], &st).unwrap();
+        }
+        drop(store);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut last = Vec::new();
+        frame(&[rec("T1", 7)], &mut last).unwrap();
+        let middle = bytes.len() - last.len() - 10; // inside the batch before the last
+
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = format!(
+            "{:#}",
+            Store::open(&dir, false, 1 << 20, 10)
+                .err()
+                .expect("refused")
+        );
+        assert!(err.contains("damaged"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing overwritten");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_snapshot_from_a_reference_is_the_snapshot_record() {
+        let mut state = State::default();
+        state.apply(&rec("T1", 42), 10);
+        state.cursor.insert(3, 99);
+        let (mut by_ref, mut owned) = (Vec::new(), Vec::new());
+        frame_snapshot(&state, &mut by_ref).unwrap();
+        frame(&[Record::Snapshot(Box::new(state))], &mut owned).unwrap();
+        assert_eq!(by_ref, owned);
+    }
+
+    #[test]
+    fn a_second_gateway_on_the_same_journal_refuses_to_start() {
+        let dir = std::env::temp_dir().join(format!("kappa-fix-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = Store::open(&dir, false, 1 << 20, 10).unwrap();
+        let second = Store::open(&dir, false, 1 << 20, 10);
+        let err = format!("{:#}", second.err().expect("refused"));
+        assert!(err.contains("another fix-gateway"), "{err}");
+        drop(first);
+        assert!(
+            Store::open(&dir, false, 1 << 20, 10).is_ok(),
+            "free again once closed"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -241,7 +369,11 @@ mod tests {
             let r = [rec("T1", n)];
             state.apply(&r[0], 10);
             store.append(&r, &state).unwrap();
-            assert!(store.len() <= 4096 + 64, "{}", store.len());
+            assert!(
+                store.len() <= store.snapshot_len + 4096 + 64,
+                "{}",
+                store.len()
+            );
         }
         drop(store);
         let (_, again, _) = Store::open(&dir, false, 4096, 10).unwrap();

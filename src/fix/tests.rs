@@ -1,7 +1,7 @@
 //! The gateway state machine driven as a FIX client would drive it, with the match maker's
 //! `order-events` records fed by hand. (QuickFIX drives the real process in `tests/fix.rs`.)
 
-use super::codec::{decode, Decoded, Message};
+use super::codec::{decode, Decoded, Message, Problem};
 use super::gateway::{Config, Gateway, Input, Output};
 use super::state::State;
 use super::tag::*;
@@ -19,7 +19,14 @@ struct Client {
     /// Bytes sent per connection, decoded.
     inbox: Vec<(u64, Message)>,
     published: Vec<(u64, OrderMessage)>,
+    /// Acknowledge publications at once (else they wait in `unacked`).
+    auto_ack: bool,
+    unacked: Vec<(u64, u32)>,
+    /// Look-ups asked for: (order id, publication).
+    verifies: Vec<(u64, u32)>,
     closed: Vec<u64>,
+    /// `Output::Send`s so far (a chunk may hold many messages).
+    sends: usize,
     seq: std::collections::HashMap<String, u64>,
     event_offset: i64,
 }
@@ -32,9 +39,9 @@ fn auth() -> super::gateway::Authenticate {
     })
 }
 
-fn gateway(state: State) -> Gateway {
+fn gateway(state: State, cfg: Config) -> Gateway {
     Gateway::new(
-        Config::default(),
+        cfg,
         load_instruments(None).unwrap(),
         IdAllocator::with_key(b"test"),
         auth(),
@@ -48,7 +55,11 @@ impl Client {
     }
 
     fn resume(state: State) -> Self {
-        let mut gw = gateway(state);
+        Self::with(state, Config::default())
+    }
+
+    fn with(state: State, cfg: Config) -> Self {
+        let mut gw = gateway(state, cfg);
         gw.start_partition(0, 0);
         let mut c = Client {
             gw,
@@ -56,7 +67,11 @@ impl Client {
             journal: Vec::new(),
             inbox: Vec::new(),
             published: Vec::new(),
+            auto_ack: true,
+            unacked: Vec::new(),
+            verifies: Vec::new(),
             closed: Vec::new(),
+            sends: 0,
             seq: Default::default(),
             event_offset: 0,
         };
@@ -70,6 +85,7 @@ impl Client {
         for o in outputs {
             match o {
                 Output::Send(c, bytes) => {
+                    self.sends += 1;
                     let mut at = 0;
                     while at < bytes.len() {
                         match decode(&bytes[at..], 1 << 20) {
@@ -83,21 +99,30 @@ impl Client {
                 }
                 Output::Close(c) => self.closed.push(c),
                 Output::Publish {
-                    order_id, payload, ..
+                    order_id,
+                    seq,
+                    payload,
+                    ..
                 } => {
                     let m: OrderMessage = serde_json::from_slice(&payload).unwrap();
                     self.published.push((order_id, m));
-                    self.gw.handle(
-                        Input::Published {
-                            order_id,
-                            result: Ok(()),
-                        },
-                        self.now,
-                    );
-                    let (r, o) = self.gw.take();
-                    assert!(o.is_empty());
-                    self.journal.extend(r);
+                    if self.auto_ack {
+                        self.gw.handle(
+                            Input::Published {
+                                order_id,
+                                seq,
+                                result: Ok(()),
+                            },
+                            self.now,
+                        );
+                        let (r, o) = self.gw.take();
+                        assert!(o.is_empty());
+                        self.journal.extend(r);
+                    } else {
+                        self.unacked.push((order_id, seq));
+                    }
                 }
+                Output::Verify { order_id, seq, .. } => self.verifies.push((order_id, seq)),
             }
         }
     }
@@ -516,7 +541,7 @@ fn cancel_and_replace_keep_client_order_ids_and_refusals_are_cancel_rejects() {
         serde_json::json!({"filled": 0, "leaves": 10, "quantity": 10, "price": 16}),
     ));
     c.take_inbox(1);
-    // Replace: new total 12 at 16.5 → an AMEND of the open quantity 12.
+    // Replace: new total 12 at 16.5 → an AMEND with total_quantity 12 (the engine subtracts the fills).
     c.send(
         1,
         "ALICE",
@@ -536,7 +561,7 @@ fn cancel_and_replace_keep_client_order_ids_and_refusals_are_cancel_rejects() {
         (
             aid,
             m.action.as_deref(),
-            m.quantity.map(|q| q.to_string()),
+            m.total_quantity.map(|q| q.to_string()),
             m.price.map(|p| p.to_string())
         ),
         (id, Some("AMEND"), Some("12".into()), Some("16.5".into()))
@@ -880,4 +905,292 @@ fn sequence_numbers_survive_a_restart_and_reset_on_request() {
         (vec![1], Some("Y"))
     );
     assert_eq!(c2.gw.state().sessions["ALICE"].next_in, 2);
+}
+
+#[test]
+fn sessions_and_client_order_ids_are_bounded() {
+    let cfg = Config {
+        max_sessions: 1,
+        max_orders_per_session: 3,
+        ..Config::default()
+    };
+    let mut c = Client::with(State::default(), cfg);
+    c.logon(1, "ALICE", "key-alice");
+    c.take_inbox(1);
+    // A second trader: no room for its session.
+    c.connect(2);
+    let m = c.msg(
+        "BOB",
+        "A",
+        &[(HEART_BT_INT, "30"), (PASSWORD, "key-bob")],
+        Some(1),
+    );
+    c.input(Input::Message(2, m));
+    let out = c.take_inbox(2);
+    assert_eq!(types(&out), ["5"]);
+    assert!(out[0].get(TEXT).unwrap().contains("--max-sessions"));
+    assert_eq!(c.gw.state().sessions.len(), 1);
+    // Three ClOrdIDs, then every new one is refused — orders, cancels and replaces alike.
+    new_order(&mut c, "L-1", "1", "1", Some("14"), "1");
+    new_order(&mut c, "L-2", "1", "1", Some("14"), "1");
+    c.send(
+        1,
+        "ALICE",
+        "F",
+        &[
+            (CL_ORD_ID, "L-3"),
+            (ORIG_CL_ORD_ID, "L-1"),
+            (SYMBOL, "TCS"),
+            (SIDE, "1"),
+        ],
+    );
+    assert_eq!(c.published.len(), 3);
+    c.take_inbox(1);
+    new_order(&mut c, "L-4", "1", "1", Some("14"), "1");
+    c.send(
+        1,
+        "ALICE",
+        "G",
+        &[
+            (CL_ORD_ID, "L-5"),
+            (ORIG_CL_ORD_ID, "L-2"),
+            (SYMBOL, "TCS"),
+            (SIDE, "1"),
+            (ORDER_QTY, "2"),
+            (PRICE, "14"),
+        ],
+    );
+    let out = c.take_inbox(1);
+    assert_eq!(types(&out), ["8", "9"]);
+    assert!(out
+        .iter()
+        .all(|m| m.get(TEXT).unwrap().contains("session_order_limit")));
+    assert_eq!(c.published.len(), 3, "nothing refused was published");
+    assert_eq!(c.gw.state().sessions["ALICE"].cl_ord_ids.len(), 3);
+}
+
+/// The journal's state as a restarted process would read it.
+fn restart(c: &Client) -> Client {
+    let mut replayed = State::default();
+    for r in &c.journal {
+        replayed.apply(r, 100_000);
+    }
+    assert_eq!(
+        &replayed,
+        c.gw.state(),
+        "the journal rebuilds the live state"
+    );
+    let mut next = Client::resume(replayed);
+    next.seq = c.seq.clone();
+    next.auto_ack = c.auto_ack;
+    next.event_offset = c.event_offset;
+    next
+}
+
+#[test]
+fn each_orders_record_is_delivered_exactly_once_through_lost_acknowledgements() {
+    let mut c = Client::new();
+    c.auto_ack = false;
+    c.logon(1, "ALICE", "key-alice");
+    // A new order and its cancel right away: both queued, in order, each acknowledged on its own.
+    new_order(&mut c, "E-1", "1", "5", Some("14"), "1");
+    c.send(
+        1,
+        "ALICE",
+        "F",
+        &[
+            (CL_ORD_ID, "E-2"),
+            (ORIG_CL_ORD_ID, "E-1"),
+            (SYMBOL, "TCS"),
+            (SIDE, "1"),
+        ],
+    );
+    let actions: Vec<_> = c.published.iter().map(|(_, m)| m.action.clone()).collect();
+    assert_eq!(actions, [None, Some("CANCEL".to_string())]);
+    let id = c.published[0].0;
+    assert_eq!(c.unacked, [(id, 0), (id, 1)]);
+    // The cancel's acknowledgement comes first: the order's own record stays in the outbox.
+    c.input(Input::Published {
+        order_id: id,
+        seq: 1,
+        result: Ok(()),
+    });
+    let outbox: Vec<u32> = c.gw.state().orders[&id]
+        .outbox
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(outbox, [0]);
+    // kill -9 now. The restarted gateway publishes nothing blind: it asks whether the record is
+    // on the topic.
+    c.published.clear();
+    let mut c = restart(&c);
+    c.gw.verify_outbox();
+    c.drain();
+    assert_eq!(c.verifies, [(id, 0)]);
+    assert!(c.published.is_empty());
+    // Not there: published again, the same record.
+    c.input(Input::Verified {
+        order_id: id,
+        seq: 0,
+        found: false,
+    });
+    assert_eq!(c.published.len(), 1);
+    assert_eq!(c.published[0].0, id);
+    // A delivery error is settled the same way; found means delivered.
+    c.input(Input::Published {
+        order_id: id,
+        seq: 0,
+        result: Err("timed out".into()),
+    });
+    assert_eq!(c.verifies, [(id, 0), (id, 0)]);
+    assert_eq!(c.published.len(), 1, "not sent again blind");
+    c.input(Input::Verified {
+        order_id: id,
+        seq: 0,
+        found: true,
+    });
+    assert!(c.gw.state().orders[&id].outbox.is_empty());
+    assert_eq!(c.gw.outbox_len(), 0);
+}
+
+#[test]
+fn a_finished_order_is_kept_until_its_records_are_acknowledged_and_answers_match_their_change() {
+    let mut c = Client::new();
+    c.auto_ack = false;
+    c.logon(1, "ALICE", "key-alice");
+    new_order(&mut c, "H-1", "2", "5", Some("16"), "1");
+    let id = c.published[0].0;
+    c.event(ev(
+        id,
+        "ALICE",
+        "NEW",
+        serde_json::json!({"filled": 0, "leaves": 5, "quantity": 5, "price": 16}),
+    ));
+    c.send(
+        1,
+        "ALICE",
+        "F",
+        &[
+            (CL_ORD_ID, "H-2"),
+            (ORIG_CL_ORD_ID, "H-1"),
+            (SYMBOL, "TCS"),
+            (SIDE, "2"),
+        ],
+    );
+    c.take_inbox(1);
+    // An AMEND's refusal (someone else's, or stale) is not the answer to the pending cancel.
+    c.event(ev(
+        id,
+        "ALICE",
+        "REJECTED",
+        serde_json::json!({"reason": "post_only_would_cross", "command": "AMEND"}),
+    ));
+    assert!(c.take_inbox(1).is_empty());
+    assert!(c.gw.state().orders[&id].pending.is_some());
+    // Filled before the cancel lands; the cancel refused: the order is finished...
+    c.event(ev(id, "ALICE", "FILLED", serde_json::json!({"filled": 5, "leaves": 0, "quantity": 5, "price": 16, "last_price": 16, "last_quantity": 5})));
+    c.event(ev(
+        id,
+        "ALICE",
+        "REJECTED",
+        serde_json::json!({"reason": "order_not_active", "command": "CANCEL"}),
+    ));
+    assert_eq!(types(&c.take_inbox(1)), ["8", "9"]);
+    // ...but kept while its records are unacknowledged, then forgotten.
+    assert!(c.gw.state().orders.contains_key(&id));
+    for (order_id, seq) in std::mem::take(&mut c.unacked) {
+        c.input(Input::Published {
+            order_id,
+            seq,
+            result: Ok(()),
+        });
+    }
+    assert!(!c.gw.state().orders.contains_key(&id));
+}
+
+#[test]
+fn a_bad_field_is_rejected_and_the_session_goes_on() {
+    let mut c = Client::new();
+    c.logon(1, "ALICE", "key-alice");
+    c.take_inbox(1);
+    // Seq 2: a NewOrderSingle whose Text had no value (the codec left the field out).
+    let mut m = c.msg(
+        "ALICE",
+        "D",
+        &[
+            (CL_ORD_ID, "Q-1"),
+            (SYMBOL, "TCS"),
+            (SIDE, "1"),
+            (ORDER_QTY, "1"),
+            (ORD_TYPE, "2"),
+            (PRICE, "15"),
+        ],
+        None,
+    );
+    m.problem = Some(Problem {
+        tag: Some(58),
+        reason: 4,
+        text: "tag 58 has no value".into(),
+    });
+    c.input(Input::Message(1, m));
+    let out = c.take_inbox(1);
+    assert_eq!(types(&out), ["3"]);
+    assert_eq!(
+        (
+            out[0].get(REF_SEQ_NUM),
+            out[0].get(REF_TAG_ID),
+            out[0].get(SESSION_REJECT_REASON)
+        ),
+        (Some("2"), Some("58"), Some("4"))
+    );
+    assert!(c.published.is_empty());
+    // Its sequence number is used: seq 3 is processed, no resend asked for.
+    new_order(&mut c, "Q-2", "1", "1", Some("15"), "1");
+    assert_eq!(c.published.len(), 1);
+    assert!(c.take_inbox(1).is_empty());
+}
+
+#[test]
+fn a_resend_request_that_goes_unanswered_is_asked_again() {
+    let mut c = Client::new();
+    c.logon(1, "ALICE", "key-alice");
+    c.take_inbox(1);
+    let skipped = c.msg("ALICE", "0", &[], Some(5));
+    c.input(Input::Message(1, skipped));
+    assert_eq!(types(&c.take_inbox(1)), ["2"]);
+    // Still within the heartbeat interval: nothing more; past it (and 10 s): asked again.
+    c.now += 5_000;
+    c.input(Input::Tick);
+    assert!(c.take_inbox(1).iter().all(|m| m.msg_type() != "2"));
+    c.now += 30_000;
+    c.input(Input::Tick);
+    let again: Vec<_> = c
+        .take_inbox(1)
+        .into_iter()
+        .filter(|m| m.msg_type() == "2")
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].get(BEGIN_SEQ_NO), Some("2"));
+}
+
+#[test]
+fn a_large_resend_goes_out_in_a_few_chunks() {
+    let mut c = Client::new();
+    c.logon(1, "ALICE", "key-alice");
+    // 6 000 refused orders: 6 000 kept reports.
+    for i in 0..6_000 {
+        new_order(&mut c, &format!("R-{i}"), "1", "1", Some("15.01"), "1");
+    }
+    c.take_inbox(1);
+    let before = c.sends;
+    c.send(1, "ALICE", "2", &[(BEGIN_SEQ_NO, "1"), (END_SEQ_NO, "0")]);
+    let out = c.take_inbox(1);
+    assert_eq!(out.len(), 6_001, "the Logon gap-filled, then every report");
+    assert_eq!(out[0].msg_type(), "4");
+    assert!(out[1..]
+        .iter()
+        .all(|m| m.msg_type() == "8" && m.get(POSS_DUP_FLAG) == Some("Y")));
+    let chunks = c.sends - before;
+    assert!(chunks <= 4, "{chunks} sends for ~2 MB of resend");
 }

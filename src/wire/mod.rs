@@ -302,6 +302,29 @@ mod tests {
         assert!(
             matches!(a.command, Command::Amend(a) if a.price == Some(Decimal::new(1505, 2)) && a.quantity.is_none())
         );
+        // A new total (FIX OrderQty) instead of the open quantity; written back the same way.
+        let t = parse_order(
+            br#"{"action":"AMEND","id":7,"instrument":"TCS","trader":"T9","total_quantity":12}"#,
+        )
+        .unwrap();
+        let Command::Amend(amend) = t.command else {
+            panic!()
+        };
+        assert_eq!(
+            (amend.quantity, amend.total),
+            (Some(Decimal::from(12)), true)
+        );
+        let back = serde_json::to_string(&OrderMessage::from_command(&t.command, 0)).unwrap();
+        assert!(
+            back.contains(r#""total_quantity":12"#) && !back.contains(r#""quantity""#),
+            "{back}"
+        );
+        for bad in [
+            &br#"{"action":"AMEND","id":7,"instrument":"TCS","quantity":3,"total_quantity":12}"#[..],
+            br#"{"id":7,"instrument":"TCS","trxn_type":"BUY","quantity":3,"total_quantity":12}"#,
+        ] {
+            assert_eq!(parse_order(bad).unwrap_err().reason, "invalid_field");
+        }
     }
 
     #[test]

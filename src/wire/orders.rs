@@ -74,6 +74,8 @@ struct RawOrder<'a> {
     #[serde(default, borrow)]
     quantity: Option<&'a RawValue>,
     #[serde(default, borrow)]
+    total_quantity: Option<&'a RawValue>,
+    #[serde(default, borrow)]
     price: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "optional_str")]
     order_timestamp: Option<Cow<'a, str>>,
@@ -233,6 +235,7 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
     };
     let price = decimal_field(raw.price, "price", "invalid_price")?;
     let quantity = decimal_field(raw.quantity, "quantity", "invalid_quantity")?;
+    let total_quantity = decimal_field(raw.total_quantity, "total_quantity", "invalid_quantity")?;
     let action = keyword(
         raw.action.as_deref(),
         Some(CommandKind::New),
@@ -283,14 +286,29 @@ pub fn parse_order(bytes: &[u8]) -> Result<ParsedOrder, InputError> {
             trader,
             instrument,
         }),
-        CommandKind::Amend => Command::Amend(AmendOrder {
-            order_id: raw.id,
-            trader,
-            instrument,
-            price,
-            quantity,
-        }),
+        CommandKind::Amend => {
+            if quantity.is_some() && total_quantity.is_some() {
+                return Err(InputError::new(
+                    "invalid_field",
+                    "an amend names quantity (the new open quantity) or total_quantity (the new total), not both",
+                ));
+            }
+            Command::Amend(AmendOrder {
+                order_id: raw.id,
+                trader,
+                instrument,
+                price,
+                quantity: quantity.or(total_quantity),
+                total: total_quantity.is_some(),
+            })
+        }
     };
+    if total_quantity.is_some() && !matches!(command, Command::Amend(_)) {
+        return Err(InputError::new(
+            "invalid_field",
+            "total_quantity is for an amend (action AMEND) only",
+        ));
+    }
     Ok(ParsedOrder {
         command,
         event_time_ms,
@@ -316,6 +334,15 @@ pub struct OrderMessage {
     )]
     #[schema(schema_with = super::schema::decimal_input_or_null)]
     pub quantity: Option<Decimal>,
+    /// An amend's new total quantity (filled + open; FIX OrderQty), instead of `quantity` (the new
+    /// open quantity): the engine leaves `total_quantity − filled` open.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "json_decimal::option"
+    )]
+    #[schema(schema_with = super::schema::decimal_input_or_null)]
+    pub total_quantity: Option<Decimal>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -349,6 +376,7 @@ impl OrderMessage {
                 instrument: n.instrument.to_string(),
                 trxn_type: Some(n.side.as_str().to_string()),
                 quantity: Some(n.quantity),
+                total_quantity: None,
                 price: n.price,
                 order_timestamp: ts,
                 trader: Some(n.trader.to_string()),
@@ -362,6 +390,7 @@ impl OrderMessage {
                 instrument: c.instrument.to_string(),
                 trxn_type: None,
                 quantity: None,
+                total_quantity: None,
                 price: None,
                 order_timestamp: ts,
                 trader: Some(c.trader.to_string()),
@@ -374,7 +403,8 @@ impl OrderMessage {
                 id: a.order_id,
                 instrument: a.instrument.to_string(),
                 trxn_type: None,
-                quantity: a.quantity,
+                quantity: a.quantity.filter(|_| !a.total),
+                total_quantity: a.quantity.filter(|_| a.total),
                 price: a.price,
                 order_timestamp: ts,
                 trader: Some(a.trader.to_string()),

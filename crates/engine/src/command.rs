@@ -45,7 +45,11 @@ pub struct CancelOrder {
 /// * quantity up or a new price loses it (the order goes to the back of its new level), and a
 ///   new price that crosses the book trades immediately, like a new order.
 ///
-/// `quantity` is the new *open* (leaves) quantity, not the original order quantity.
+/// `quantity` is the new *open* (leaves) quantity, not the original order quantity — unless
+/// `total` is set: then it is the order's new total quantity (FIX OrderQty of a cancel/replace),
+/// and the open quantity becomes `quantity − filled` with `filled` as the engine knows it when
+/// the amend arrives (a fill racing the request cannot make the order larger than asked;
+/// `quantity_not_positive` when nothing would remain open).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AmendOrder {
     pub order_id: OrderId,
@@ -53,6 +57,8 @@ pub struct AmendOrder {
     pub instrument: Symbol,
     pub price: Option<Decimal>,
     pub quantity: Option<Decimal>,
+    #[serde(default)]
+    pub total: bool,
 }
 
 /// A command at the API edge.
@@ -85,7 +91,8 @@ pub struct CancelRequest {
     pub instrument: InstrumentId,
 }
 
-/// Normalized amend; `quantity` is the new open quantity.
+/// Normalized amend; `quantity` is the new open quantity, or with `total` the new total
+/// quantity ([`AmendOrder`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmendRequest {
     pub order_id: OrderId,
@@ -93,6 +100,8 @@ pub struct AmendRequest {
     pub instrument: InstrumentId,
     pub price: Option<Ticks>,
     pub quantity: Option<Lots>,
+    #[serde(default)]
+    pub total: bool,
 }
 
 /// A command in integer units, ready for the matching core.
@@ -206,6 +215,7 @@ impl Command {
                     instrument: id,
                     price,
                     quantity,
+                    total: c.total,
                 })
             }
         };

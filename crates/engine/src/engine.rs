@@ -614,7 +614,24 @@ impl Engine {
         };
         let s = *self.slab.get(i);
         let price = r.price.unwrap_or(s.price);
-        let leaves = r.quantity.unwrap_or(s.leaves);
+        let leaves = match r.quantity {
+            None => s.leaves,
+            Some(q) if r.total => match q.checked_sub(s.filled) {
+                Some(open) if open > 0 => open,
+                _ => {
+                    let reason = RejectReason::QuantityNotPositive;
+                    return self.reject(
+                        Amend,
+                        r.order_id,
+                        r.trader,
+                        Some(r.instrument),
+                        reason,
+                        out,
+                    );
+                }
+            },
+            Some(q) => q,
+        };
         if price == s.price {
             if leaves <= s.leaves {
                 // Same price, quantity down (or unchanged): keep time priority.

@@ -320,6 +320,7 @@ impl Generator {
                     instrument: target.instrument,
                     price,
                     quantity,
+                    total: false,
                 })
             }
         };

@@ -154,6 +154,9 @@ fn build_in_band(ops: &[Op], band: i64) -> Vec<Command> {
                         instrument: sym_name,
                         price: new_price,
                         quantity: new_qty,
+                        // Half of them as a new total (FIX OrderQty), some of those at or
+                        // below what is filled.
+                        total: flags & 4 == 0,
                     }));
                 }
             }

@@ -348,6 +348,33 @@ fn amend_quantity_down_keeps_priority_up_loses_it() {
     assert_eq!(e.depth(XYZ, 1).asks.levels(), &[lvl(100, 21, 2)]);
 }
 
+/// FIX's cancel/replace: the new quantity is the order's total. A fill that reached the engine
+/// before the amend counts against it — the order never ends larger than asked.
+#[test]
+fn amend_to_a_total_quantity_counts_what_is_filled() {
+    let mut e = engine();
+    e.apply(&Order::limit(1, "A", Sell, 100, 10).build());
+    e.apply(&Order::limit(2, "B", Buy, 100, 4).build());
+    // Total 5 with 4 filled: 1 open (as an open-quantity amend of 5 would have left 5 open).
+    let ev = e.apply(&amend_total(1, "A", None, 5));
+    assert_eq!(statuses(&ev), vec![(1, Amended, 4, 1)]);
+    assert_eq!(updates(&ev)[0].quantity, 5);
+    assert_eq!(e.depth(XYZ, 1).asks.levels(), &[lvl(100, 1, 1)]);
+    // At or below what is filled: nothing would be open — refused, the order unchanged.
+    for total in [4, 3] {
+        let ev = e.apply(&amend_total(1, "A", None, total));
+        assert_eq!(
+            rejection(&ev),
+            Some(RejectReason::QuantityNotPositive),
+            "{total}"
+        );
+        assert_eq!(e.order(1).unwrap().leaves, 1);
+    }
+    // Up, with a new price: total 12 → 8 open at 101.
+    let ev = e.apply(&amend_total(1, "A", Some(101), 12));
+    assert_eq!(statuses(&ev), vec![(1, Amended, 4, 8)]);
+}
+
 #[test]
 fn amend_price_loses_priority_and_can_trade() {
     let mut e = engine();

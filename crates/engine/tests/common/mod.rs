@@ -106,7 +106,16 @@ pub fn amend(order_id: OrderId, trader: &str, price: Option<i64>, qty: Option<i6
         instrument: id("XYZ"),
         price: price.map(Decimal::from),
         quantity: qty.map(Decimal::from),
+        total: false,
     })
+}
+
+/// An amend whose quantity is the order's new total (filled + open).
+pub fn amend_total(order_id: OrderId, trader: &str, price: Option<i64>, total: i64) -> Command {
+    match amend(order_id, trader, price, Some(total)) {
+        Command::Amend(a) => Command::Amend(AmendOrder { total: true, ..a }),
+        _ => unreachable!(),
+    }
 }
 
 pub fn trades(events: &[Event]) -> Vec<Trade> {

@@ -406,7 +406,22 @@ impl Reference {
         };
         let old = self.resting[i].clone();
         let price = r.price.unwrap_or(old.price);
-        let leaves = r.quantity.unwrap_or(old.leaves);
+        // A total quantity leaves total − filled open (refused when nothing would be open).
+        let leaves = match (r.quantity, r.total) {
+            (None, _) => old.leaves,
+            (Some(q), true) if q > old.filled => q - old.filled,
+            (Some(_), true) => {
+                return self.reject(
+                    out,
+                    CommandKind::Amend,
+                    r.order_id,
+                    r.trader,
+                    Some(r.instrument),
+                    RejectReason::QuantityNotPositive,
+                )
+            }
+            (Some(q), false) => q,
+        };
         if price == old.price {
             if leaves > old.leaves {
                 self.priority += 1;
