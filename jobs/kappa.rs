@@ -137,6 +137,9 @@ enum Command {
         /// Journal without fdatasync (the default syncs each batch, as in production).
         #[arg(long)]
         no_sync: bool,
+        /// Run the match maker without Kafka transactions (idempotent producer only).
+        #[arg(long)]
+        no_transactions: bool,
     },
     /// Benchmark partition parallelism on a real cluster: 1, 2, … match-maker processes in one
     /// consumer group sharing a preloaded `orders`.
@@ -494,12 +497,14 @@ fn main() -> anyhow::Result<()> {
             orders,
             rate,
             no_sync,
+            no_transactions,
         } => {
             let cfg = kappa_exchange::bench::FixBenchConfig {
                 broker,
                 orders,
                 rate,
                 sync: !no_sync,
+                no_transactions,
             };
             kappa_exchange::bench::run_fix(&cfg, &instruments)?;
         }

@@ -259,11 +259,12 @@ pub fn identities(instruments: &Instruments) -> Vec<Access> {
     let mut a = Access::new(
         "kappa-fix-gateway",
         "the fix-gateway Deployment (traders' FIX sessions: reads order-events by assignment, \
-         joins no group, and writes only orders)",
+         joins no group, writes only orders and reads them back to settle a lost acknowledgement)",
     );
     a.reader(&kafka);
     a.read_topic(crate::fix::server::input(&topics));
     a.write_topic(crate::fix::server::output(&topics));
+    a.read_topic(crate::fix::server::output(&topics));
     out.push(a);
 
     let mut a = Access::new(
@@ -416,7 +417,7 @@ mod tests {
         // The FIX gateway: orders in, its traders' order events back; nothing else.
         let fg = user(&all, "kappa-fix-gateway");
         assert_eq!(fg.topics(Op::Write), set(&["orders"]));
-        assert_eq!(fg.topics(Op::Read), set(&["order-events"]));
+        assert_eq!(fg.topics(Op::Read), set(&["order-events", "orders"]));
         assert!(fg
             .acls
             .keys()

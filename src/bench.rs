@@ -830,6 +830,8 @@ pub struct FixBenchConfig {
     pub rate: f64,
     /// Journal durability (`fdatasync` per batch) as in production.
     pub sync: bool,
+    /// Run the match maker without Kafka transactions.
+    pub no_transactions: bool,
 }
 
 /// Two QuickFIX-like sessions (our codec over TCP) send limit orders that cross half the time
@@ -843,7 +845,17 @@ pub fn run_fix(cfg: &FixBenchConfig, instruments: &Instruments) -> anyhow::Resul
 
     let bench = BenchTopics::create(&cfg.broker, &TopicLayout::uniform(4))?;
     let kafka = bench.kafka.clone();
-    let mm = matchmaker::spawn(&kafka, instruments, matchmaker::Options::default())?;
+    let mut opts = matchmaker::Options::default();
+    opts.runtime.no_transactions = cfg.no_transactions;
+    let mm = matchmaker::spawn(&kafka, instruments, opts)?;
+    // Timed from when the match maker has its partitions (a group join takes seconds).
+    if !mm.wait_until(
+        Instant::now() + Duration::from_secs(30),
+        Duration::from_millis(1),
+        |c| Counters::get(&c.assigned) >= 4,
+    ) {
+        return Err(anyhow!("match maker did not get its partitions"));
+    }
     let dir = std::env::temp_dir().join(format!("kappa-bench-fix-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -899,8 +911,9 @@ pub fn run_fix(cfg: &FixBenchConfig, instruments: &Instruments) -> anyhow::Resul
         bytes
     };
     println!(
-        "fix-gateway on {addr} (journal {}), match maker in-process; 2 sessions × {} orders at {} orders/s each",
+        "fix-gateway on {addr} (journal {}), match maker in-process ({}); 2 sessions × {} orders at {} orders/s each",
         if cfg.sync { "fdatasync per batch" } else { "no fsync" },
+        if cfg.no_transactions { "no transactions" } else { "transactions" },
         cfg.orders,
         cfg.rate
     );

@@ -133,6 +133,61 @@ fn produce(broker: &SecureKafka, user: &str, topic: &str) -> Result<(), String> 
         .map_err(|(e, _)| e.to_string())
 }
 
+/// Logs on to the fix-gateway at `port` as `trader` with `key` and sends one NewOrderSingle.
+fn fix_order(port: u16, trader: &str, key: &str) {
+    use kappa_exchange::fix::codec::{decode, Decoded, Message};
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("fix-gateway did not listen: {e}"),
+        }
+    };
+    let send = |stream: &mut std::net::TcpStream, t: &str, seq: u64, fields: &[(u32, &str)]| {
+        let mut m = Message::new(t);
+        let now = chrono::Utc::now().format("%Y%m%d-%H:%M:%S%.3f").to_string();
+        m.push(49, trader)
+            .push(56, "KAPPA")
+            .push(34, seq.to_string())
+            .push(52, now);
+        for (tag, v) in fields {
+            m.push(*tag, *v);
+        }
+        let mut bytes = Vec::new();
+        m.encode(&mut bytes);
+        stream.write_all(&bytes).unwrap();
+    };
+    send(&mut stream, "A", 1, &[(98, "0"), (108, "30"), (554, key)]);
+    // The Logon answered (not a Logout).
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let reply = loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Decoded::Message { message, .. } = decode(&buf, 1 << 16) {
+            break message;
+        }
+    };
+    assert_eq!(reply.msg_type(), "A", "{}", reply.to_text());
+    let order = [
+        (11, "ACL-1"),
+        (55, "TCS"),
+        (54, "1"),
+        (38, "1"),
+        (40, "2"),
+        (44, "2"),
+    ];
+    send(&mut stream, "D", 2, &order);
+}
+
 #[test]
 fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
     let instruments = load_instruments(None).unwrap();
@@ -248,6 +303,36 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
     assert_eq!(placed.map(|r| r.status()).ok(), Some(202));
     assert_eq!(records(&admin, "orders"), 3001);
 
+    // fix-gateway: positions itself on order-events and orders (watermarks: Describe), takes a
+    // trader's FIX logon with the same key and publishes its order.
+    let fix_port = free_port();
+    let state = dir.join("fix-state");
+    let fg = job(
+        &broker,
+        env!("CARGO_BIN_EXE_fix-gateway"),
+        "kappa-fix-gateway",
+        &[],
+        &[
+            "--bind",
+            &format!("127.0.0.1:{fix_port}"),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--api-keys",
+            keys.to_str().unwrap(),
+        ],
+    );
+    let _fg = Killed(vec![fg]);
+    fix_order(fix_port, "ACL01", &key);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while records(&admin, "orders") < 3002 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the FIX order did not reach orders"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(records(&admin, "orders"), 3002);
+
     // The DAGs: the analytics replay and the load test, each in its own namespace.
     for (bin, group) in [
         (env!("CARGO_BIN_EXE_sma-calculator"), "replay-bars-run1"),
@@ -284,7 +369,7 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
     );
     assert_eq!(
         records(&admin, "orders"),
-        3001,
+        3002,
         "the load test never wrote production orders"
     );
 
@@ -320,7 +405,7 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
         "{}",
         String::from_utf8_lossy(&produced.stderr)
     );
-    assert_eq!(records(&admin, "orders"), 3001 + 100);
+    assert_eq!(records(&admin, "orders"), 3002 + 100);
     let read = py(
         "analytics_to_polars.py",
         "kappa-analytics-reader",
@@ -350,6 +435,8 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
         ("kappa-replay", "analytics"),
         ("kappa-load-test", "orders"),
         ("kappa-match-maker", "analytics"),
+        ("kappa-fix-gateway", "trades"),
+        ("kappa-fix-gateway", "order-events"),
     ] {
         let e = produce(&broker, user, topic).expect_err(&format!("{user} wrote {topic}"));
         assert!(e.contains("uthoriz"), "{user} → {topic}: {e}");
