@@ -41,8 +41,8 @@ pub struct ServeArgs {
     /// Bars kept per instrument.
     #[arg(long, default_value_t = 720)]
     pub bars: usize,
-    /// Orders whose last status is kept for `GET /orders/{id}` and `GET /orders` (≤ 780 B each
-    /// with the per-trader index: 200 k ≈ 149 MiB).
+    /// Orders whose last status is kept for `GET /orders/{id}` and `GET /orders` (≤ 880 B each
+    /// with the per-trader index: 200 k ≈ 168 MiB).
     #[arg(long, default_value_t = 200_000)]
     pub orders_kept: usize,
     /// Traders whose P&L is kept for `GET /pnl/{trader}` (≈ 1.3 kB per trader and instrument

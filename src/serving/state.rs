@@ -37,9 +37,9 @@ pub struct Limits {
 
 impl Limits {
     /// Measured heap bytes per kept order status, its place in the per-trader index included
-    /// (tests/memory.rs checks it: ≈ 660 B with 10 orders per trader, ≈ 755 B with a trader per
-    /// order).
-    pub const BYTES_PER_ORDER: usize = 780;
+    /// (tests/memory.rs checks it: ≈ 870 B with a trader per order since order events carry a
+    /// fill's `last_price`/`last_quantity` and a rejection's `command`; ≈ 755 B before).
+    pub const BYTES_PER_ORDER: usize = 880;
     /// Measured heap bytes per kept P&L row (one trader × instrument; tests/memory.rs).
     pub const BYTES_PER_PNL_ROW: usize = 1_300;
     /// Measured heap bytes per kept point of P&L history (tests/memory.rs).
