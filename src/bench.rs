@@ -897,17 +897,9 @@ pub fn run_fix(cfg: &FixBenchConfig, instruments: &Instruments) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(50));
     }
     let stamp = |m: &mut Message, sender: &str, seq: u64| {
-        let now = chrono::Utc::now().format("%Y%m%d-%H:%M:%S%.3f").to_string();
-        let mut out = Message::new(m.msg_type());
-        out.push(SENDER_COMP_ID, sender)
-            .push(TARGET_COMP_ID, "KAPPA")
-            .push(MSG_SEQ_NUM, seq.to_string())
-            .push(SENDING_TIME, now);
-        for (t, v) in m.fields().iter().skip(1) {
-            out.push(*t, v.clone());
-        }
+        let now = crate::fix::codec::utc_timestamp(chrono::Utc::now().timestamp_millis());
         let mut bytes = Vec::new();
-        out.encode(&mut bytes);
+        Message::with_header(m, sender, "KAPPA", seq, &now).encode(&mut bytes);
         bytes
     };
     println!(

@@ -135,7 +135,7 @@ fn produce(broker: &SecureKafka, user: &str, topic: &str) -> Result<(), String> 
 
 /// Logs on to the fix-gateway at `port` as `trader` with `key` and sends one NewOrderSingle.
 fn fix_order(port: u16, trader: &str, key: &str) {
-    use kappa_exchange::fix::codec::{decode, Decoded, Message};
+    use kappa_exchange::fix::codec::{decode, utc_timestamp, Decoded, Message};
     use std::io::{Read as _, Write as _};
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut stream = loop {
@@ -148,17 +148,13 @@ fn fix_order(port: u16, trader: &str, key: &str) {
         }
     };
     let send = |stream: &mut std::net::TcpStream, t: &str, seq: u64, fields: &[(u32, &str)]| {
-        let mut m = Message::new(t);
-        let now = chrono::Utc::now().format("%Y%m%d-%H:%M:%S%.3f").to_string();
-        m.push(49, trader)
-            .push(56, "KAPPA")
-            .push(34, seq.to_string())
-            .push(52, now);
+        let mut body = Message::new(t);
         for (tag, v) in fields {
-            m.push(*tag, *v);
+            body.push(*tag, *v);
         }
+        let now = utc_timestamp(chrono::Utc::now().timestamp_millis());
         let mut bytes = Vec::new();
-        m.encode(&mut bytes);
+        Message::with_header(&body, trader, "KAPPA", seq, &now).encode(&mut bytes);
         stream.write_all(&bytes).unwrap();
     };
     send(&mut stream, "A", 1, &[(98, "0"), (108, "30"), (554, key)]);

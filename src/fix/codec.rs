@@ -117,6 +117,24 @@ impl Message {
         self
     }
 
+    /// `body` (its MsgType and fields) behind the standard header: SenderCompID (49),
+    /// TargetCompID (56), MsgSeqNum (34), SendingTime (52).
+    pub fn with_header(
+        body: &Message,
+        sender: &str,
+        target: &str,
+        seq: u64,
+        sending_time: &str,
+    ) -> Message {
+        let mut out = Message::new(body.msg_type());
+        out.push(49, sender)
+            .push(56, target)
+            .push(34, seq.to_string())
+            .push(52, sending_time);
+        out.fields.extend(body.fields.iter().skip(1).cloned());
+        out
+    }
+
     /// Removes every value of `tag`.
     pub fn remove(&mut self, tag: u32) {
         self.fields.retain(|(t, _)| *t != tag);
@@ -157,6 +175,14 @@ impl Message {
 
 fn printable(b: u8) -> bool {
     (0x20..0x7f).contains(&b)
+}
+
+/// A UTCTimestamp with milliseconds (`YYYYMMDD-HH:MM:SS.sss`) for `ms` since the Unix epoch.
+pub fn utc_timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y%m%d-%H:%M:%S%.3f")
+        .to_string()
 }
 
 /// Sum of `bytes` mod 256.

@@ -13,7 +13,7 @@
 //! again, in order, with PossDupFlag; none is lost and none carries a sequence number twice.
 //! Reports are made from `order-events` records read past the journal's cursor, once each.
 
-use super::codec::Message;
+use super::codec::{utc_timestamp, Message};
 use super::state::{ClOrdRef, OrderData, Pending, Record, State, Stored};
 use super::tag::*;
 use crate::serving::orders::{prepare, IdAllocator, Refused};
@@ -123,6 +123,30 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// Publishes publication `p` of order `order_id`.
+    fn publish(order_id: u64, p: &super::state::Publication) -> Self {
+        Output::Publish {
+            order_id,
+            seq: p.seq,
+            partition: p.partition,
+            key: p.key.clone(),
+            payload: p.payload.clone(),
+        }
+    }
+
+    /// Looks for publication `p` of order `order_id` on the topic.
+    fn verify(order_id: u64, p: &super::state::Publication) -> Self {
+        Output::Verify {
+            order_id,
+            seq: p.seq,
+            partition: p.partition,
+            from: p.scan_from,
+            payload: p.payload.clone(),
+        }
+    }
+}
+
 /// Maps a Password (554) to the trader it authenticates, or a reason for refusing it.
 pub type Authenticate = Box<dyn Fn(&str) -> Result<String, String> + Send>;
 
@@ -200,13 +224,6 @@ pub struct Gateway {
     stats: Stats,
     /// Shutting down: no more logons.
     stopping: bool,
-}
-
-fn timestamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y%m%d-%H:%M:%S%.3f")
-        .to_string()
 }
 
 fn parse_timestamp(s: &str) -> Option<i64> {
@@ -303,21 +320,12 @@ impl Gateway {
     /// looked for on the topic ([`Output::Verify`]) and published only if it is not there — so
     /// none is lost and none reaches the engine twice.
     pub fn verify_outbox(&mut self) {
-        let pending: Vec<(u64, super::state::Publication)> = self
+        let verify = self
             .state
             .orders
             .iter()
-            .flat_map(|(id, o)| o.outbox.iter().map(|p| (*id, p.clone())))
-            .collect();
-        for (order_id, p) in pending {
-            self.outputs.push(Output::Verify {
-                order_id,
-                seq: p.seq,
-                partition: p.partition,
-                from: p.scan_from,
-                payload: p.payload,
-            });
-        }
+            .flat_map(|(&id, o)| o.outbox.iter().map(move |p| Output::verify(id, p)));
+        self.outputs.extend(verify);
     }
 
     /// Publications handed out and not yet acknowledged.
@@ -417,15 +425,7 @@ impl Gateway {
 
     /// Header + body for `session` with MsgSeqNum `seq`.
     fn frame(&self, session: &str, seq: u64, sending_time: &str, m: &Message) -> Message {
-        let mut out = Message::new(m.msg_type());
-        out.push(SENDER_COMP_ID, self.cfg.comp_id.clone())
-            .push(TARGET_COMP_ID, session)
-            .push(MSG_SEQ_NUM, seq.to_string())
-            .push(SENDING_TIME, sending_time);
-        for (t, v) in m.fields().iter().skip(1) {
-            out.push(*t, v.clone());
-        }
-        out
+        Message::with_header(m, &self.cfg.comp_id, session, seq, sending_time)
     }
 
     fn write(&mut self, c: ConnId, m: &Message, now_ms: i64) {
@@ -444,14 +444,14 @@ impl Gateway {
             session: session.to_string(),
             next: seq + 1,
         });
-        let framed = self.frame(session, seq, &timestamp(now_ms), &m);
+        let framed = self.frame(session, seq, &utc_timestamp(now_ms), &m);
         self.write(c, &framed, now_ms);
     }
 
     /// An admin message to a connection without a session (logon refused): sequence number 1,
     /// nothing recorded.
     fn send_unsequenced(&mut self, c: ConnId, target: &str, m: Message, now_ms: i64) {
-        let framed = self.frame(target, 1, &timestamp(now_ms), &m);
+        let framed = self.frame(target, 1, &utc_timestamp(now_ms), &m);
         self.write(c, &framed, now_ms);
     }
 
@@ -459,7 +459,7 @@ impl Gateway {
     /// resends.
     fn send_app(&mut self, session: &str, m: Message, now_ms: i64) {
         let seq = self.state.session(session).next_out;
-        let sending_time = timestamp(now_ms);
+        let sending_time = utc_timestamp(now_ms);
         let stored = Stored {
             seq,
             sending_time: sending_time.clone(),
@@ -849,7 +849,7 @@ impl Gateway {
         // Encoded straight from the kept messages into chunks of ≤ 1 MiB, each one send: a
         // resend of the whole window is a few dozen writes, not one queue entry per message.
         const CHUNK: usize = 1 << 20;
-        let now = timestamp(now_ms);
+        let now = utc_timestamp(now_ms);
         let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
         let mut resent = 0u64;
         let mut seq = begin;
@@ -984,18 +984,21 @@ impl Gateway {
             seq: data.publications,
             partition,
             scan_from: self.watermarks.get(&partition).copied().unwrap_or(0),
-            key: key.clone(),
-            payload: payload.clone(),
-        };
-        data.publications += 1;
-        data.outbox.push(p.clone());
-        Output::Publish {
-            order_id: id,
-            seq: p.seq,
-            partition,
             key,
             payload,
-        }
+        };
+        data.publications += 1;
+        let publish = Output::publish(id, &p);
+        data.outbox.push(p);
+        publish
+    }
+
+    /// Publication `seq` of order `id`, if it is still unacknowledged.
+    fn publication(&self, id: u64, seq: u32) -> Option<&super::state::Publication> {
+        self.state
+            .orders
+            .get(&id)
+            .and_then(|o| o.outbox.iter().find(|p| p.seq == seq))
     }
 
     /// Publication `seq` of order `id` is on the topic: out of its outbox.
@@ -1018,19 +1021,8 @@ impl Gateway {
             Err(e) => {
                 // Lost or not? Looked for on the topic before anything is sent again.
                 tracing::warn!(order_id = id, seq, error = %e, "publishing an order failed; checking the topic");
-                if let Some(p) = self
-                    .state
-                    .orders
-                    .get(&id)
-                    .and_then(|o| o.outbox.iter().find(|p| p.seq == seq))
-                {
-                    self.outputs.push(Output::Verify {
-                        order_id: id,
-                        seq,
-                        partition: p.partition,
-                        from: p.scan_from,
-                        payload: p.payload.clone(),
-                    });
+                if let Some(verify) = self.publication(id, seq).map(|p| Output::verify(id, p)) {
+                    self.outputs.push(verify);
                 }
             }
         }
@@ -1040,19 +1032,8 @@ impl Gateway {
         if found {
             return self.delivered(id, seq);
         }
-        if let Some(p) = self
-            .state
-            .orders
-            .get(&id)
-            .and_then(|o| o.outbox.iter().find(|p| p.seq == seq))
-        {
-            self.outputs.push(Output::Publish {
-                order_id: id,
-                seq,
-                partition: p.partition,
-                key: p.key.clone(),
-                payload: p.payload.clone(),
-            });
+        if let Some(publish) = self.publication(id, seq).map(|p| Output::publish(id, p)) {
+            self.outputs.push(publish);
         }
     }
 
@@ -1528,7 +1509,7 @@ impl Gateway {
         r.push(LEAVES_QTY, dec(o.leaves_qty))
             .push(CUM_QTY, dec(o.cum_qty))
             .push(AVG_PX, dec(avg))
-            .push(TRANSACT_TIME, timestamp(now_ms));
+            .push(TRANSACT_TIME, utc_timestamp(now_ms));
         if let Some(t) = text {
             r.push(TEXT, t);
             if exec_type == '8' {

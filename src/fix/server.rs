@@ -6,7 +6,9 @@
 use super::codec::{decode, Decoded};
 use super::gateway::{Config, ConnId, Gateway, Input, Output, Stats};
 use super::store::Store;
-use crate::runtime::kafka::{create_reader, partition_count, read_range, watermarks, KafkaArgs};
+use crate::runtime::kafka::{
+    create_reader, partition_count, read_range, watermarks, KafkaArgs, Reader,
+};
 use crate::runtime::shutdown::Shutdown;
 use crate::serving::auth::Keys;
 use crate::serving::orders::IdAllocator;
@@ -79,6 +81,13 @@ pub fn input(topics: &Topics) -> &str {
 /// The one topic the gateway writes: `orders`.
 pub fn output(topics: &Topics) -> &str {
     &topics.orders
+}
+
+/// `(partition, high watermark)` of each of `topic`'s `partitions`.
+fn ends(reader: &Reader, topic: &str, partitions: i32) -> anyhow::Result<Vec<(i32, i64)>> {
+    (0..partitions)
+        .map(|p| Ok((p, watermarks(reader, topic, p)?.1)))
+        .collect()
 }
 
 enum CoreIn {
@@ -164,13 +173,8 @@ async fn serve(
     let mut gw = Gateway::new(cfg, instruments.clone(), ids, authenticate, state);
     // Where `orders` ends before any order is taken: the floor of every later publication's
     // offset (a lost acknowledgement is settled by reading from there).
-    let order_ends = |consumer: &crate::runtime::kafka::Reader| -> anyhow::Result<Vec<(i32, i64)>> {
-        (0..order_partitions)
-            .map(|p| Ok((p, watermarks(consumer, output(&topics), p)?.1)))
-            .collect()
-    };
     gw.handle(
-        Input::Watermarks(order_ends(&consumer)?),
+        Input::Watermarks(ends(&consumer, output(&topics), order_partitions)?),
         chrono::Utc::now().timestamp_millis(),
     );
     let mut tpl = TopicPartitionList::new();
@@ -267,11 +271,6 @@ async fn serve(
         std::thread::Builder::new()
             .name("orders-reader".into())
             .spawn(move || {
-                let ends = |r: &crate::runtime::kafka::Reader| -> anyhow::Result<Vec<(i32, i64)>> {
-                    (0..order_partitions)
-                        .map(|p| Ok((p, watermarks(r, &topic, p)?.1)))
-                        .collect()
-                };
                 while !shutdown.is_triggered() {
                     match verify_rx.recv_timeout(Duration::from_secs(1)) {
                         Ok((order_id, seq, partition, from, payload)) => {
@@ -300,7 +299,7 @@ async fn serve(
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    match ends(&reader) {
+                    match ends(&reader, &topic, order_partitions) {
                         Ok(w) => {
                             if tx.blocking_send(CoreIn::Gateway(Input::Watermarks(w))).is_err() {
                                 break;

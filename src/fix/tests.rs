@@ -1,7 +1,7 @@
 //! The gateway state machine driven as a FIX client would drive it, with the match maker's
 //! `order-events` records fed by hand. (QuickFIX drives the real process in `tests/fix.rs`.)
 
-use super::codec::{decode, Decoded, Message, Problem};
+use super::codec::{decode, utc_timestamp, Decoded, Message, Problem};
 use super::gateway::{Config, Gateway, Input, Output};
 use super::state::State;
 use super::tag::*;
@@ -149,21 +149,11 @@ impl Client {
         if seq.is_none() {
             *next += 1;
         }
-        let mut m = Message::new(msg_type);
-        m.push(SENDER_COMP_ID, sender)
-            .push(TARGET_COMP_ID, "KAPPA")
-            .push(MSG_SEQ_NUM, n.to_string())
-            .push(
-                SENDING_TIME,
-                chrono::DateTime::from_timestamp_millis(self.now)
-                    .unwrap()
-                    .format("%Y%m%d-%H:%M:%S%.3f")
-                    .to_string(),
-            );
+        let mut body = Message::new(msg_type);
         for (t, v) in fields {
-            m.push(*t, *v);
+            body.push(*t, *v);
         }
-        m
+        Message::with_header(&body, sender, "KAPPA", n, &utc_timestamp(self.now))
     }
 
     fn send(&mut self, conn: u64, sender: &str, msg_type: &str, fields: &[(u32, &str)]) {
