@@ -40,6 +40,34 @@ fn analytics(p: &Pipeline) -> Vec<(i32, Vec<u8>, Option<Provenance>)> {
     v
 }
 
+/// A bar as Parquet and the topic hold it: instrument, start, end, OHLC + volume + VWAP, trades.
+type BarRow = (String, i64, i64, [Decimal; 6], i64);
+
+/// The rows of the Parquet files matching `glob`, read by Python Polars (the pinned client
+/// venv `scripts/setup.sh` installs), as JSON objects.
+fn python_polars_rows(glob: &Path) -> Vec<serde_json::Value> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        python.display()
+    );
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, polars as pl; print(pl.read_parquet(sys.argv[1]).write_json())",
+        ])
+        .arg(glob)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn kind(payload: &[u8]) -> String {
     serde_json::from_slice::<AnalyticsKind>(payload)
         .unwrap()
@@ -312,18 +340,47 @@ fn analytics_jobs_end_to_end(on: On) {
         .windows(2)
         .all(|w| w[0].total >= w[1].total && w[0].rank + 1 == w[1].rank));
 
-    // Parquet: one file per closed window and partition, with the same bars.
+    // Parquet: one file per closed window and partition, holding the same bars — read back by
+    // an independent reader (Python Polars, as `data/parquet_layout.md` shows traders).
     let mut files = 0;
     let mut rows = 0;
     for entry in std::fs::read_dir(Path::new(parquet).join("bars")).unwrap() {
         for f in std::fs::read_dir(entry.unwrap().path()).unwrap() {
-            let df = kappa_analytics::parquet::read_table(&f.unwrap().path()).unwrap();
+            rows += kappa_analytics::parquet::row_count(&f.unwrap().path()).unwrap();
             files += 1;
-            rows += df.height();
         }
     }
     assert_eq!(rows, bars.len());
     assert!(files >= 10);
+    let read = python_polars_rows(&Path::new(parquet).join("bars/*/*.parquet"));
+    let mut from_parquet: Vec<BarRow> = read
+        .iter()
+        .map(|r| {
+            let d = |k: &str| r[k].as_str().unwrap().parse::<Decimal>().unwrap();
+            (
+                r["instrument"].as_str().unwrap().to_string(),
+                r["start_ms"].as_i64().unwrap(),
+                r["end_ms"].as_i64().unwrap(),
+                [d("open"), d("high"), d("low"), d("close"), d("volume"), d("vwap")],
+                r["trades"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut from_topic: Vec<BarRow> = bars
+        .iter()
+        .map(|b| {
+            (
+                b.instrument.clone(),
+                b.start_ms,
+                b.end_ms,
+                [b.open, b.high, b.low, b.close, b.volume, b.vwap],
+                b.trades,
+            )
+        })
+        .collect();
+    from_parquet.sort();
+    from_topic.sort();
+    assert!(from_parquet == from_topic, "Parquet bars differ from the topic's");
     assert!(Path::new(parquet).join("pnl").is_dir());
 
     // Sequences per source partition and job are exactly 1..n (no gap, no duplicate).

@@ -1,9 +1,24 @@
 //! Writing result tables to Parquet (one file per closed window), so history can be queried
-//! offline with Polars or DuckDB. Decimal values are written as strings (exact; `CAST` them to a
-//! DECIMAL when querying), integers as Int64.
+//! offline with Polars, DuckDB or Spark. Decimal values are written as strings (exact; `CAST`
+//! them to a DECIMAL when querying), integers as Int64.
+//!
+//! Written with Polars' Parquet crate directly (`polars-parquet`, the writer Polars' own
+//! `ParquetWriter` drives): what Polars' `parquet` feature costs the build — its streaming engine,
+//! the categorical and struct dtypes through `polars-core`, the cloud I/O stack — buys nothing
+//! for two column types. The file is what `ParquetWriter` would write for the same table: Parquet
+//! v1 pages, dictionary encoding, min/max/null-count statistics, the Arrow schema in the footer;
+//! Snappy-compressed (the Parquet default every reader has).
 
-use polars::prelude::*;
+use polars::prelude::{PlSmallStr, PolarsError, PolarsResult};
+use polars_arrow::array::{Array, PrimitiveArray, Utf8ViewArray};
+use polars_arrow::datatypes::{ArrowDataType, ArrowSchema, Field};
+use polars_arrow::record_batch::RecordBatchT;
+use polars_parquet::write::{
+    get_dtype_encoding, CompressionOptions, FileWriter, RowGroupIterator, StatisticsOptions,
+    Version, WriteOptions,
+};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The file of one closed window of one input partition:
 /// `DIR/KIND/window_end_ms=END/part-PARTITION.parquet` (Hive-style, see `data/parquet_layout.md`).
@@ -24,33 +39,75 @@ pub enum Values {
     I64(Vec<i64>),
 }
 
-/// Writes `columns` (all the same length) to `path`, creating parent directories. The file is
-/// written to a temporary name and renamed, so readers never see a partial file.
+impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Values::Str(s) => s.len(),
+            Values::I64(i) => i.len(),
+        }
+    }
+}
+
+/// Writes `columns` (all the same length, none null) to `path` as one row group, creating
+/// parent directories. The file is written to a temporary name and renamed, so readers never see
+/// a partial file. The same table gives the same bytes (replays rewrite identical files).
 pub fn write_table(path: &Path, columns: Vec<(&str, Values)>) -> PolarsResult<()> {
-    let height = columns.first().map_or(0, |(_, v)| match v {
-        Values::Str(s) => s.len(),
-        Values::I64(i) => i.len(),
-    });
-    let cols = columns
-        .into_iter()
-        .map(|(name, v)| match v {
-            Values::Str(s) => Column::new(name.into(), s),
-            Values::I64(i) => Column::new(name.into(), i),
-        })
+    let height = columns.first().map_or(0, |(_, v)| v.len());
+    if let Some((name, _)) = columns.iter().find(|(_, v)| v.len() != height) {
+        return Err(PolarsError::ShapeMismatch(
+            format!("column {name:?} differs in length from the first column ({height} rows)")
+                .into(),
+        ));
+    }
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays: Vec<Box<dyn Array>> = Vec::with_capacity(columns.len());
+    for (name, values) in columns {
+        let (dtype, array): (_, Box<dyn Array>) = match values {
+            Values::Str(s) => (
+                ArrowDataType::Utf8View,
+                Box::new(Utf8ViewArray::from_slice_values(&s)),
+            ),
+            Values::I64(i) => (
+                ArrowDataType::Int64,
+                Box::new(PrimitiveArray::<i64>::from_vec(i)),
+            ),
+        };
+        fields.push(Field::new(PlSmallStr::from(name), dtype, false));
+        arrays.push(array);
+    }
+    let schema: ArrowSchema = fields.into_iter().collect();
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: CompressionOptions::Snappy,
+        data_page_size: None,
+    };
+    let encodings = schema
+        .iter_values()
+        .map(|f| get_dtype_encoding(&f.dtype))
         .collect();
-    let mut df = DataFrame::new(height, cols)?;
+    let batch = RecordBatchT::try_new(height, Arc::new(schema.clone()), arrays)?;
+    let row_groups = RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
+
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp)?;
-    ParquetWriter::new(file).finish(&mut df)?;
+    let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut writer = FileWriter::try_new(file, schema, options)?;
+    for group in row_groups {
+        writer.write(height as u64, group?)?;
+    }
+    writer.end(None)?;
+    let file = writer.into_inner();
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
-/// Reads a Parquet file back (for tests and tools).
-pub fn read_table(path: &Path) -> PolarsResult<DataFrame> {
-    let file = std::fs::File::open(path)?;
-    ParquetReader::new(file).finish()
+/// The number of rows in a Parquet file, from its footer (for tests and tools; to read the
+/// values, use Polars, DuckDB or pyarrow — `data/parquet_layout.md`).
+pub fn row_count(path: &Path) -> PolarsResult<usize> {
+    let mut file = std::fs::File::open(path)?;
+    Ok(polars_parquet::read::read_metadata(&mut file)?.num_rows)
 }
