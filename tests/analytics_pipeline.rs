@@ -361,7 +361,14 @@ fn analytics_jobs_end_to_end(on: On) {
                 r["instrument"].as_str().unwrap().to_string(),
                 r["start_ms"].as_i64().unwrap(),
                 r["end_ms"].as_i64().unwrap(),
-                [d("open"), d("high"), d("low"), d("close"), d("volume"), d("vwap")],
+                [
+                    d("open"),
+                    d("high"),
+                    d("low"),
+                    d("close"),
+                    d("volume"),
+                    d("vwap"),
+                ],
                 r["trades"].as_i64().unwrap(),
             )
         })
@@ -380,7 +387,10 @@ fn analytics_jobs_end_to_end(on: On) {
         .collect();
     from_parquet.sort();
     from_topic.sort();
-    assert!(from_parquet == from_topic, "Parquet bars differ from the topic's");
+    assert!(
+        from_parquet == from_topic,
+        "Parquet bars differ from the topic's"
+    );
     assert!(Path::new(parquet).join("pnl").is_dir());
 
     // Sequences per source partition and job are exactly 1..n (no gap, no duplicate).

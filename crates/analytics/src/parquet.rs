@@ -87,7 +87,8 @@ pub fn write_table(path: &Path, columns: Vec<(&str, Values)>) -> PolarsResult<()
         .map(|f| get_dtype_encoding(&f.dtype))
         .collect();
     let batch = RecordBatchT::try_new(height, Arc::new(schema.clone()), arrays)?;
-    let row_groups = RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
+    let row_groups =
+        RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -110,4 +111,70 @@ pub fn write_table(path: &Path, columns: Vec<(&str, Values)>) -> PolarsResult<()
 pub fn row_count(path: &Path) -> PolarsResult<usize> {
     let mut file = std::fs::File::open(path)?;
     Ok(polars_parquet::read::read_metadata(&mut file)?.num_rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Vec<(&'static str, Values)> {
+        vec![
+            (
+                "instrument",
+                Values::Str(vec!["TCS".into(), "INFY".into(), "TCS".into()]),
+            ),
+            ("end_ms", Values::I64(vec![1_000, 2_000, -3])),
+            (
+                "close",
+                Values::Str(vec!["15.25".into(), "1499.70".into(), "".into()]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_table_is_written_whole_and_identically_every_time() {
+        let dir = std::env::temp_dir().join(format!("kx-parquet-{}", std::process::id()));
+        let a = window_file(&dir, "bars", 1_000, 3);
+        assert!(a.ends_with("bars/window_end_ms=1000/part-3.parquet"));
+        write_table(&a, table()).unwrap();
+        let b = dir.join("again.parquet");
+        write_table(&b, table()).unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+        assert_eq!(bytes, std::fs::read(&b).unwrap(), "deterministic bytes");
+        assert_eq!(row_count(&a).unwrap(), 3);
+        assert!(!a.with_extension("parquet.tmp").exists());
+
+        let mut file = std::fs::File::open(&a).unwrap();
+        let meta = polars_parquet::read::read_metadata(&mut file).unwrap();
+        let columns: Vec<String> = meta
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert_eq!(columns, ["instrument", "end_ms", "close"]);
+
+        write_table(&b, vec![("empty", Values::I64(vec![]))]).unwrap();
+        assert_eq!(row_count(&b).unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn columns_of_different_lengths_are_refused_and_nothing_is_written() {
+        let dir = std::env::temp_dir().join(format!("kx-parquet-bad-{}", std::process::id()));
+        let path = dir.join("t.parquet");
+        let err = write_table(
+            &path,
+            vec![
+                ("a", Values::I64(vec![1, 2])),
+                ("b", Values::Str(vec!["x".into()])),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"b\""), "{err}");
+        assert!(!path.exists() && !path.with_extension("parquet.tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
