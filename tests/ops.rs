@@ -30,7 +30,15 @@ fn match_maker_serves_metrics_health_and_readiness(on: On) {
     let p = start(on, TopicLayout::default());
     // Enough history that replaying it keeps the job unready for a while (a real broker's group
     // join is quick).
-    let items = flow(30_000, 11);
+    let mut items = flow(30_000, 11);
+    // Three bad inputs: `kappa_rejects_total` counts them by reason.
+    for bad in [
+        &b"{not json"[..],
+        b"\xff\xfe",
+        br#"{"id":1000004,"instrument":"TCS","trxn_type":"SELL","quantity":-3,"price":15}"#,
+    ] {
+        items.push(("TCS".into(), bad.to_vec(), 0));
+    }
     publish(&p, &items);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -86,6 +94,18 @@ fn match_maker_serves_metrics_health_and_readiness(on: On) {
     );
     assert!(
         sample(&metrics, "kappa_items_total{job=\"match-maker\"}").unwrap() > 0.0,
+        "{metrics}"
+    );
+    let rejects: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kappa_rejects_total{"))
+        .collect();
+    assert_eq!(
+        rejects,
+        [
+            "kappa_rejects_total{job=\"match-maker\",reason=\"malformed_json\"} 2",
+            "kappa_rejects_total{job=\"match-maker\",reason=\"quantity_not_positive\"} 1",
+        ],
         "{metrics}"
     );
     let batches = sample(

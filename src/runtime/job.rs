@@ -301,11 +301,11 @@ impl Emitter<'_> {
         &mut self,
         record: &Record<'_>,
         key: &[u8],
-        reason: &str,
+        reason: &'static str,
         detail: String,
     ) -> anyhow::Result<()> {
         if self.seq.fresh {
-            Counters::add(&self.counters.rejected, 1);
+            self.counters.reject(reason);
         }
         let source = SourceRef {
             topic: record.topic.to_string(),

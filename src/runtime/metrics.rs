@@ -17,7 +17,12 @@ pub struct Counters {
     /// Input messages processed again to rebuild state: the tail after a snapshot, replayed on
     /// an assignment or after an aborted transaction, with its outputs suppressed.
     pub replayed: AtomicU64,
+    /// Input messages sent to the rejects topic (fresh input only), and the same by reason code.
+    /// Reasons are `&'static str` codes of the program (decode errors, engine reasons,
+    /// `wrong_partition`, `late_trade`, …), so the map — and the metric's label values — are
+    /// bounded by the code, never by input. Written through [`Counters::reject`].
     pub rejected: AtomicU64,
+    pub rejected_by_reason: Mutex<BTreeMap<&'static str, u64>>,
     pub produced: AtomicU64,
     pub suppressed: AtomicU64,
     /// Job-specific count (trades for the match maker, bars for the SMA calculator, …).
@@ -45,6 +50,17 @@ impl Counters {
 
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Counts one reject, by reason.
+    pub fn reject(&self, reason: &'static str) {
+        Self::add(&self.rejected, 1);
+        *self
+            .rejected_by_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 }
 
@@ -214,7 +230,7 @@ pub fn render(job: &str, c: &Counters) -> String {
     let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
         write_family(&mut out, name, kind, help, job, &[(String::new(), v)]);
     };
-    let counters: [(&str, &str, &AtomicU64); 13] = [
+    let counters: [(&str, &str, &AtomicU64); 12] = [
         (
             "kappa_messages_consumed_total",
             "Input messages processed (each offset once per process).",
@@ -229,11 +245,6 @@ pub fn render(job: &str, c: &Counters) -> String {
             "kappa_messages_produced_total",
             "Output messages produced.",
             &c.produced,
-        ),
-        (
-            "kappa_rejects_total",
-            "Input messages sent to the rejects topic.",
-            &c.rejected,
         ),
         (
             "kappa_outputs_suppressed_total",
@@ -359,6 +370,33 @@ pub fn render(job: &str, c: &Counters) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         histogram.render(&mut out, name, &format!("job=\"{job}\""));
     }
+    // By reason; before the first reject, one sample without the label (an empty label is no
+    // label to Prometheus), so `sum by (job)` reads 0 rather than nothing.
+    let by_reason = c
+        .rejected_by_reason
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let samples: Vec<(String, u64)> = if by_reason.is_empty() {
+        vec![(String::new(), 0)]
+    } else {
+        by_reason
+            .into_iter()
+            .map(|(reason, n)| (format!(",reason=\"{reason}\""), n))
+            .collect()
+    };
+    let samples: Vec<(String, &dyn std::fmt::Display)> = samples
+        .iter()
+        .map(|(l, n)| (l.clone(), n as &dyn std::fmt::Display))
+        .collect();
+    write_family(
+        &mut out,
+        "kappa_rejects_total",
+        "counter",
+        "Input messages sent to the rejects topic, by reason code.",
+        job,
+        &samples,
+    );
     out
 }
 
@@ -396,7 +434,13 @@ mod tests {
     fn metrics_render_counters_lag_readiness_and_health() {
         let c = Counters::default();
         Counters::add(&c.consumed, 7);
-        Counters::add(&c.rejected, 2);
+        assert!(
+            render("match-maker", &c).contains("kappa_rejects_total{job=\"match-maker\"} 0\n"),
+            "zero before the first reject"
+        );
+        c.reject("malformed_json");
+        c.reject("wrong_partition");
+        c.reject("malformed_json");
         c.ops.set_lag("orders", vec![(0, 5), (3, 0)]);
         c.ops.set_lag("orders", vec![(1, 9)]);
         assert!(!c.ops.is_healthy() && !c.ops.is_ready());
@@ -408,10 +452,16 @@ mod tests {
             text.contains("kappa_messages_consumed_total{job=\"match-maker\"} 7\n"),
             "{text}"
         );
+        for (reason, n) in [("malformed_json", 2), ("wrong_partition", 1)] {
+            let line =
+                format!("kappa_rejects_total{{job=\"match-maker\",reason=\"{reason}\"}} {n}\n");
+            assert!(text.contains(&line), "{text}");
+        }
         assert!(
-            text.contains("kappa_rejects_total{job=\"match-maker\"} 2\n"),
-            "{text}"
+            !text.contains("kappa_rejects_total{job=\"match-maker\"}"),
+            "no unlabelled sample once reasons exist: {text}"
         );
+        assert_eq!(Counters::get(&c.rejected), 3);
         assert!(
             text.contains("kappa_ready{job=\"match-maker\"} 1\n"),
             "{text}"

@@ -820,19 +820,49 @@ fn audited(
     }
 }
 
+/// The refusals every order-entry operation (new, cancel, amend) can answer, for the OpenAPI
+/// description (the bodies are [`ErrorBody`]; `ApiError` makes them).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description of responses, never constructed
+enum OrderEntryRefusals {
+    #[response(
+        status = 400,
+        description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published"
+    )]
+    Refused(ErrorBody),
+    #[response(
+        status = 401,
+        description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)"
+    )]
+    Unauthenticated(ErrorBody),
+    #[response(status = 403, description = "`trader_mismatch` / `not_order_owner`")]
+    Forbidden(ErrorBody),
+    #[response(status = 413, description = "Body too large")]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 415,
+        description = "Writes need `Content-Type: application/json`"
+    )]
+    NotJson(ErrorBody),
+    #[response(
+        status = 429,
+        description = "Rate limited (per address or per trader); retry after `Retry-After` seconds"
+    )]
+    RateLimited(ErrorBody),
+    #[response(
+        status = 503,
+        description = "The broker did not confirm the order; check `GET /orders/{id}` before resending"
+    )]
+    Unconfirmed(ErrorBody),
+}
+
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("api_key" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Client order id: a retry with the same one gets the same order id and is never a second order", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     request_body(content = NewOrderRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Published to `orders`; its fate appears on `order-events` and `GET /orders/{id}`", body = OrderAccepted),
         (status = 200, description = "A retry of a known client order id: its last known status, nothing published", body = OrderAccepted),
-        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
-        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+        OrderEntryRefusals,
     ))]
 async fn new_order(
     State(app): State<App>,
@@ -952,13 +982,7 @@ async fn change(
     request_body(content = Option<ChangeRequest>, content_type = "application/json", description = "Optional: only needed for an order the server has not seen yet (its instrument)"),
     responses(
         (status = 202, description = "The cancel is published", body = OrderAccepted),
-        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
-        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+        OrderEntryRefusals,
         (status = 404, description = "`unknown_order`", body = ErrorBody),
     ))]
 async fn cancel_order(
@@ -976,13 +1000,7 @@ async fn cancel_order(
     request_body(content = ChangeRequest, content_type = "application/json", description = "The new price and/or open quantity"),
     responses(
         (status = 202, description = "The amend is published", body = OrderAccepted),
-        (status = 400, description = "Refused with the engine's reason code (`price_off_tick`, `invalid_quantity`, `unknown_instrument`, `malformed_json`, …) and never published", body = ErrorBody),
-        (status = 401, description = "No valid API key (`unauthenticated`, `invalid_credential`, `expired_credential`)", body = ErrorBody),
-        (status = 403, description = "`trader_mismatch` / `not_order_owner`", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Writes need `Content-Type: application/json`", body = ErrorBody),
-        (status = 429, description = "Rate limited (per address or per trader); retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "The broker did not confirm the order; check `GET /orders/{id}` before resending", body = ErrorBody),
+        OrderEntryRefusals,
         (status = 404, description = "`unknown_order`", body = ErrorBody),
     ))]
 async fn amend_order(

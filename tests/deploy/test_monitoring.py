@@ -29,7 +29,7 @@ KAPPA = {
     "kappa_messages_consumed_total": ("counter", {"topic"}),  # topic: market-view's only
     "kappa_messages_replayed_total": ("counter", set()),
     "kappa_messages_produced_total": ("counter", set()),
-    "kappa_rejects_total": ("counter", set()),
+    "kappa_rejects_total": ("counter", {"reason"}),  # reason: the code on the rejects topic
     "kappa_outputs_suppressed_total": ("counter", set()),
     "kappa_items_total": ("counter", set()),
     "kappa_state_updates_total": ("counter", set()),
@@ -349,7 +349,7 @@ def test_dashboard_reads_only_exported_metrics():
 def test_the_metric_check_catches_what_the_code_does_not_export():
     names = known()
     assert problems('rate(kappa_batch_seconds_count{job="x"}[5m])', names) == ["unknown metric kappa_batch_seconds_count"]
-    assert problems("sum by (job, reason) (rate(kappa_rejects_total[5m]))", names) == ["no series has label reason"]
+    assert problems("sum by (job, reason) (rate(kappa_items_total[5m]))", names) == ["no series has label reason"]
     assert problems('kappa_api_orders_total{outcome="lost"}', names) == [
         'kappa_api_orders_total: the code never writes outcome="lost"'
     ]
