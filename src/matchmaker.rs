@@ -141,6 +141,12 @@ impl Job for MatchMaker<'_> {
         REJECTS
     }
 
+    fn reject_reasons(&self) -> Vec<&'static str> {
+        let mut input = crate::wire::ORDER_INPUT_REASONS.to_vec();
+        input.push("wrong_partition");
+        crate::wire::reasons_with_engine_codes(&input)
+    }
+
     fn new_state(&mut self, _partition: i32) -> Engine {
         Engine::with_config(self.instruments.clone(), self.config)
     }

@@ -263,6 +263,12 @@ impl Job for ProfitJob {
         REJECTS
     }
 
+    fn reject_reasons(&self) -> Vec<&'static str> {
+        // Trades that do not decode, late ones, traders past --max-traders, and the
+        // instrument table's price/quantity checks (the engine's codes).
+        crate::wire::reasons_with_engine_codes(&["invalid_trade", "late_trade", "trader_limit"])
+    }
+
     fn new_state(&mut self, _partition: i32) -> ProfitState {
         let spec = self.args.spec();
         let shortest = self

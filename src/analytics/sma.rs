@@ -170,6 +170,12 @@ impl Job for SmaJob {
         REJECTS
     }
 
+    fn reject_reasons(&self) -> Vec<&'static str> {
+        // Trades that do not decode, late ones, and the
+        // instrument table's price/quantity checks (the engine's codes).
+        crate::wire::reasons_with_engine_codes(&["invalid_trade", "late_trade"])
+    }
+
     fn new_state(&mut self, _partition: i32) -> SmaState {
         SmaState {
             engine: BarEngine::new(self.args.spec(), &self.args.sma),

@@ -163,13 +163,15 @@ impl<J: Job> Harness<J> {
                 .collect(),
             names,
         };
+        let counters = Counters::default();
+        counters.expect_rejects(&job.reject_reasons());
         Harness {
             input: job.input(),
             job,
             outputs,
             slots: BTreeMap::new(),
             sent: Vec::new(),
-            counters: Counters::default(),
+            counters,
             buf: Vec::new(),
             keep: true,
             discarded: 0,

@@ -75,6 +75,10 @@ pub trait Job {
     }
     /// Topic for rejected input, as an index into [`Job::outputs`].
     fn rejects(&self) -> usize;
+    /// Every reason code [`Emitter::reject`] can be called with: `kappa_rejects_total` starts
+    /// each at 0 (a series that appears at 1 loses its first increment to `rate()`), and a debug
+    /// build panics on a reason not listed, so tests keep the list complete.
+    fn reject_reasons(&self) -> Vec<&'static str>;
     /// Fresh state for an input partition.
     fn new_state(&mut self, partition: i32) -> Self::State;
     /// Handles one input message.

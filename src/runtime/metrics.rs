@@ -52,15 +52,29 @@ impl Counters {
         c.load(Ordering::Relaxed)
     }
 
+    /// Registers the reasons a job can reject with, at 0 (`Job::reject_reasons`).
+    pub fn expect_rejects(&self, reasons: &[&'static str]) {
+        let mut map = self
+            .rejected_by_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for r in reasons {
+            map.entry(r).or_default();
+        }
+    }
+
     /// Counts one reject, by reason.
     pub fn reject(&self, reason: &'static str) {
         Self::add(&self.rejected, 1);
-        *self
+        let mut map = self
             .rejected_by_reason
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+            .unwrap_or_else(|e| e.into_inner());
+        debug_assert!(
+            map.is_empty() || map.contains_key(reason),
+            "reject reason {reason:?} is missing from the job's reject_reasons()"
+        );
+        *map.entry(reason).or_default() += 1;
     }
 }
 
@@ -370,8 +384,9 @@ pub fn render(job: &str, c: &Counters) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         histogram.render(&mut out, name, &format!("job=\"{job}\""));
     }
-    // By reason; before the first reject, one sample without the label (an empty label is no
-    // label to Prometheus), so `sum by (job)` reads 0 rather than nothing.
+    // By reason, every reason the job registered from 0; with none registered and no reject
+    // yet, one sample without the label (an empty label is no label to Prometheus), so
+    // `sum by (job)` reads 0 rather than nothing.
     let by_reason = c
         .rejected_by_reason
         .lock()
@@ -438,6 +453,13 @@ mod tests {
             render("match-maker", &c).contains("kappa_rejects_total{job=\"match-maker\"} 0\n"),
             "zero before the first reject"
         );
+        c.expect_rejects(&["malformed_json", "wrong_partition", "late_trade"]);
+        let text = render("match-maker", &c);
+        assert!(
+            text.contains("kappa_rejects_total{job=\"match-maker\",reason=\"late_trade\"} 0\n")
+                && !text.contains("kappa_rejects_total{job=\"match-maker\"}"),
+            "registered reasons from 0: {text}"
+        );
         c.reject("malformed_json");
         c.reject("wrong_partition");
         c.reject("malformed_json");
@@ -452,7 +474,11 @@ mod tests {
             text.contains("kappa_messages_consumed_total{job=\"match-maker\"} 7\n"),
             "{text}"
         );
-        for (reason, n) in [("malformed_json", 2), ("wrong_partition", 1)] {
+        for (reason, n) in [
+            ("malformed_json", 2),
+            ("wrong_partition", 1),
+            ("late_trade", 0),
+        ] {
             let line =
                 format!("kappa_rejects_total{{job=\"match-maker\",reason=\"{reason}\"}} {n}\n");
             assert!(text.contains(&line), "{text}");
@@ -481,5 +507,14 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "missing from the job's reject_reasons()")]
+    fn a_reject_reason_the_job_did_not_list_fails_a_debug_build() {
+        let c = Counters::default();
+        c.expect_rejects(&["malformed_json"]);
+        c.reject("late_trade");
     }
 }

@@ -1171,6 +1171,7 @@ pub fn run<J: Job>(
     counters: &Counters,
 ) -> anyhow::Result<()> {
     let input = job.input();
+    counters.expect_rejects(&job.reject_reasons());
     let transactional = opts.transactional_id.is_some();
     let deliveries = Arc::new(Deliveries::default());
     let mut pcfg = kafka.producer();

@@ -10,6 +10,38 @@ pub struct SourceRef {
     pub offset: i64,
 }
 
+/// The reasons an `orders` message can fail to decode with (`wire::orders`): with the engine's
+/// [`kappa_engine::RejectReason`] codes and `wrong_partition`, what the match maker can reject.
+pub const ORDER_INPUT_REASONS: [&str; 12] = [
+    "malformed_json",
+    "missing_field",
+    "invalid_field",
+    "invalid_action",
+    "invalid_side",
+    "invalid_order_type",
+    "invalid_time_in_force",
+    "invalid_price",
+    "invalid_quantity",
+    "invalid_trader",
+    "invalid_timestamp",
+    "unknown_instrument",
+];
+
+/// The engine's reason codes, then `extra` — a job's reject reasons (deduplicated, in order).
+pub fn reasons_with_engine_codes(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in extra
+        .iter()
+        .copied()
+        .chain(kappa_engine::RejectReason::ALL.iter().map(|r| r.code()))
+    {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// Most bytes of an input's payload a reject carries; the payload's full length and SHA-256
 /// identify the rest. Whatever arrives, a reject stays far below any broker's message limit.
 pub const REJECT_PAYLOAD_MAX: usize = 4096;

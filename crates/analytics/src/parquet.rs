@@ -5,9 +5,10 @@
 //! Written with Polars' Parquet crate directly (`polars-parquet`, the writer Polars' own
 //! `ParquetWriter` drives): what Polars' `parquet` feature costs the build — its streaming engine,
 //! the categorical and struct dtypes through `polars-core`, the cloud I/O stack — buys nothing
-//! for two column types. The file is what `ParquetWriter` would write for the same table: Parquet
-//! v1 pages, dictionary encoding, min/max/null-count statistics, the Arrow schema in the footer;
-//! Snappy-compressed (the Parquet default every reader has).
+//! for two column types. The pages are what `ParquetWriter` writes for the same table (Parquet v1,
+//! dictionary encoding, min/max/null-count statistics, nullable columns, the Arrow schema in the
+//! footer); the compression is Snappy, where `ParquetWriter` used zstd (files written before this
+//! change hold the same values in different bytes; a backfill rewrites them).
 
 use polars::prelude::{PlSmallStr, PolarsError, PolarsResult};
 use polars_arrow::array::{Array, PrimitiveArray, Utf8ViewArray};
@@ -72,7 +73,8 @@ pub fn write_table(path: &Path, columns: Vec<(&str, Values)>) -> PolarsResult<()
                 Box::new(PrimitiveArray::<i64>::from_vec(i)),
             ),
         };
-        fields.push(Field::new(PlSmallStr::from(name), dtype, false));
+        // Nullable, as Polars declares every column (no value is ever null here).
+        fields.push(Field::new(PlSmallStr::from(name), dtype, true));
         arrays.push(array);
     }
     let schema: ArrowSchema = fields.into_iter().collect();
@@ -90,19 +92,31 @@ pub fn write_table(path: &Path, columns: Vec<(&str, Values)>) -> PolarsResult<()
     let row_groups =
         RowGroupIterator::try_new(std::iter::once(Ok(batch)), &schema, options, encodings)?;
 
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    // A name of this process's own: two writers of one window (an old instance still running
+    // through a rebalance) never write into one file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("parquet.{}-{n}.tmp", std::process::id()));
+    let written = (|| -> PolarsResult<()> {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut writer = FileWriter::try_new(file, schema, options)?;
+        for group in row_groups {
+            writer.write(height as u64, group?)?;
+        }
+        writer.end(None)?;
+        let file = writer.into_inner();
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    let tmp = path.with_extension("parquet.tmp");
-    let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    let mut writer = FileWriter::try_new(file, schema, options)?;
-    for group in row_groups {
-        writer.write(height as u64, group?)?;
-    }
-    writer.end(None)?;
-    let file = writer.into_inner();
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    written?;
+    // The rename itself survives a crash once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -144,7 +158,11 @@ mod tests {
         assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
         assert_eq!(bytes, std::fs::read(&b).unwrap(), "deterministic bytes");
         assert_eq!(row_count(&a).unwrap(), 3);
-        assert!(!a.with_extension("parquet.tmp").exists());
+        let left: Vec<_> = std::fs::read_dir(a.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["part-3.parquet"], "no temporary file left");
 
         let mut file = std::fs::File::open(&a).unwrap();
         let meta = polars_parquet::read::read_metadata(&mut file).unwrap();
@@ -174,7 +192,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("\"b\""), "{err}");
-        assert!(!path.exists() && !path.with_extension("parquet.tmp").exists());
+        assert!(!path.exists() && !dir.exists(), "nothing written");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

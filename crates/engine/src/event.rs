@@ -56,6 +56,30 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason (metrics register their codes before the first reject).
+    pub const ALL: [RejectReason; 17] = {
+        use RejectReason::*;
+        [
+            UnknownInstrument,
+            InstrumentMismatch,
+            PriceMissing,
+            PriceNotAllowed,
+            PriceNotPositive,
+            PriceOffTick,
+            PriceTooLarge,
+            QuantityNotPositive,
+            QuantityOffLot,
+            QuantityTooLarge,
+            PostOnlyNotAllowed,
+            PostOnlyWouldCross,
+            DuplicateOrderId,
+            UnknownOrder,
+            OrderNotActive,
+            NotOrderOwner,
+            AmendNothingToChange,
+        ]
+    };
+
     /// Stable snake_case code, used on the wire and in metrics labels.
     pub fn code(self) -> &'static str {
         use RejectReason::*;
@@ -351,5 +375,44 @@ mod tests {
             assert_eq!(changed, fresh != previous, "{prices:?}");
             previous = fresh;
         }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::RejectReason::{self, *};
+
+    /// Position in [`RejectReason::ALL`]: exhaustive, so a new variant does not compile until it
+    /// has one, and the test below fails until `ALL` holds it there.
+    fn position(r: RejectReason) -> usize {
+        match r {
+            UnknownInstrument => 0,
+            InstrumentMismatch => 1,
+            PriceMissing => 2,
+            PriceNotAllowed => 3,
+            PriceNotPositive => 4,
+            PriceOffTick => 5,
+            PriceTooLarge => 6,
+            QuantityNotPositive => 7,
+            QuantityOffLot => 8,
+            QuantityTooLarge => 9,
+            PostOnlyNotAllowed => 10,
+            PostOnlyWouldCross => 11,
+            DuplicateOrderId => 12,
+            UnknownOrder => 13,
+            OrderNotActive => 14,
+            NotOrderOwner => 15,
+            AmendNothingToChange => 16,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_reason_once_with_distinct_codes() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(position(*r), i, "{r:?}");
+        }
+        let codes: std::collections::BTreeSet<&str> =
+            RejectReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
     }
 }
