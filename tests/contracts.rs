@@ -280,6 +280,10 @@ fn the_live_api_conforms_to_its_openapi_description() {
         .arg(&st)
         .arg("--config-file")
         .arg(root.join("tests/api/schemathesis.toml"))
+        .env(
+            "SCHEMATHESIS_HOOKS",
+            root.join("tests/api/schemathesis_hooks.py"),
+        )
         .args(["--no-color", "run", &format!("http://{bind}/openapi.json")])
         .args(["-H", &format!("Authorization: Bearer {key}")])
         .args(["--max-examples", "25"])

@@ -260,9 +260,10 @@ pub fn new_order(
         )
     })?;
     own_trader(&mut fields, trader)?;
-    // Only new orders here (absent action = NEW), so the parsed command is always a new order.
+    // Only new orders here (absent or null action = NEW, as the match maker reads it), so the
+    // parsed command is always a new order.
     if let Some(action) = fields.get("action") {
-        if !action.get().eq_ignore_ascii_case("\"NEW\"") {
+        if action.get() != "null" && !action.get().eq_ignore_ascii_case("\"NEW\"") {
             return Err(Refused::new(
                 "invalid_action",
                 "POST /orders places new orders; use POST /orders/{id}/cancel or /orders/{id}/amend",
@@ -312,6 +313,15 @@ pub fn new_order(
             };
             fields.insert("id".into(), raw(id)?);
         }
+    }
+    // The server stamps the order with its own time: a client's `order_timestamp` (the seed
+    // format carries one) is accepted and ignored whatever its text, as described; only its type
+    // is checked (a number is refused).
+    if fields
+        .get("order_timestamp")
+        .is_some_and(|t| t.get().starts_with('"'))
+    {
+        fields.remove("order_timestamp");
     }
     let mut prepared = finish(&fields, instruments, now_ms)?;
     prepared.client_order_id = client_order_id;
@@ -579,6 +589,24 @@ mod tests {
             reason(new(r#"{"action":"CANCEL","id":5,"instrument":"TCS"}"#)),
             "invalid_action"
         );
+        // Found by schemathesis (positive data): the description allows a null action, and the
+        // match maker reads it as NEW; the API refused it as `invalid_action`.
+        // Also found by it: `order_timestamp` is described as accepted and ignored (the server
+        // stamps its own time), and an unparsable one was refused `invalid_timestamp`.
+        let p = new(r#"{"order_timestamp":"¾ not a time","instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15}"#).unwrap();
+        assert_eq!(parse_order(&p.payload).unwrap().event_time_ms, Some(NOW));
+        assert_eq!(
+            reason(new(
+                r#"{"order_timestamp":5,"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15}"#
+            )),
+            "invalid_field"
+        );
+        for action in [r#""action":null,"#, r#""action":"new","#, ""] {
+            let body = format!(
+                r#"{{{action}"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":15}}"#
+            );
+            assert!(new(&body).is_ok(), "{body}");
+        }
         assert_eq!(
             reason(new(
                 r#"{"id":-5,"instrument":"TCS","trxn_type":"BUY","quantity":1,"price":1}"#
