@@ -18,7 +18,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, Killed};
+use support::{clients_python, free_port, Killed};
 
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
 
@@ -218,7 +218,7 @@ fn every_job_does_its_work_with_its_own_acls_and_is_refused_the_rest() {
         })
         .collect();
     let spec = json!({"bootstrap": broker.bootstrap, "admin": [ADMIN.0, ADMIN.1], "users": users});
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
+    let python = clients_python();
     let mut apply = Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -46,13 +46,7 @@ type BarRow = (String, i64, i64, [Decimal; 6], i64);
 /// The rows of the Parquet files matching `glob`, read by Python Polars (the pinned client
 /// venv `scripts/setup.sh` installs), as JSON objects.
 fn python_polars_rows(glob: &Path) -> Vec<serde_json::Value> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/setup.sh`",
-        python.display()
-    );
-    let out = std::process::Command::new(python)
+    let out = std::process::Command::new(clients_python())
         .args([
             "-c",
             "import sys, polars as pl; print(pl.read_parquet(sys.argv[1]).write_json())",

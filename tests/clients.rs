@@ -29,16 +29,6 @@ on_both_brokers!(
     python_trades_through_the_api_with_a_key,
 );
 
-fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `bash scripts/setup.sh` (it installs the pinned Python client)",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs the example; returns its JSON summary line.
 fn produce(p: &Pipeline, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["--brokers", p.bootstrap(), "--count", "140"];
@@ -52,7 +42,7 @@ fn example(script: &str, p: &Pipeline, args: &[&str]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("examples/python")
         .join(script);
-    let out = Command::new(python())
+    let out = Command::new(clients_python())
         .arg(script)
         .args(args)
         .env("KAFKA_TOPIC_PREFIX", p.prefix())

@@ -224,13 +224,13 @@ impl LoopStatus {
 
 /// Writes one metric family in Prometheus text format: its HELP and TYPE lines, then one sample
 /// per `(extra labels, value)`, labelled with `job` plus the extra labels (e.g. `,topic="orders"`).
-pub fn write_family(
+pub fn write_family<V: std::fmt::Display>(
     out: &mut String,
     name: &str,
     kind: &str,
     help: &str,
     job: &str,
-    samples: &[(String, &dyn std::fmt::Display)],
+    samples: &[(String, V)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in samples {
@@ -334,14 +334,9 @@ pub fn render(job: &str, c: &Counters) -> String {
         &age,
     );
     let lag = c.ops.lag.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let samples: Vec<(String, &dyn std::fmt::Display)> = lag
+    let samples: Vec<(String, i64)> = lag
         .iter()
-        .map(|((topic, p), lag)| {
-            (
-                format!(",topic=\"{topic}\",partition=\"{p}\""),
-                lag as &dyn std::fmt::Display,
-            )
-        })
+        .map(|((topic, p), lag)| (format!(",topic=\"{topic}\",partition=\"{p}\""), *lag))
         .collect();
     write_family(
         &mut out,
@@ -352,14 +347,9 @@ pub fn render(job: &str, c: &Counters) -> String {
         &samples,
     );
     let recovering = c.ops.recovering();
-    let samples: Vec<(String, &dyn std::fmt::Display)> = recovering
+    let samples: Vec<(String, i64)> = recovering
         .iter()
-        .map(|(p, left)| {
-            (
-                format!(",partition=\"{p}\""),
-                left as &dyn std::fmt::Display,
-            )
-        })
+        .map(|(p, left)| (format!(",partition=\"{p}\""), *left))
         .collect();
     write_family(
         &mut out,
@@ -400,10 +390,6 @@ pub fn render(job: &str, c: &Counters) -> String {
             .map(|(reason, n)| (format!(",reason=\"{reason}\""), n))
             .collect()
     };
-    let samples: Vec<(String, &dyn std::fmt::Display)> = samples
-        .iter()
-        .map(|(l, n)| (l.clone(), n as &dyn std::fmt::Display))
-        .collect();
     write_family(
         &mut out,
         "kappa_rejects_total",

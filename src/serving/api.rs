@@ -1259,17 +1259,13 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         .iter()
         .map(|r| (label("reason", r.label()), refusals.get(*r)))
         .collect();
-    let rows: Vec<(String, &dyn std::fmt::Display)> = counts
-        .iter()
-        .map(|(l, n)| (l.clone(), n as &dyn std::fmt::Display))
-        .collect();
     write_family(
         &mut out,
         "kappa_api_refused_total",
         "counter",
         "Requests refused before a handler (Host, Origin, Content-Type, rate limits) or for their credential.",
         job,
-        &rows,
+        &counts,
     );
     write_family(
         &mut out,

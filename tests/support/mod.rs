@@ -385,3 +385,16 @@ pub fn market_view(p: &Pipeline, trader: &str, extra: &[&str]) -> MarketView {
         key,
     }
 }
+
+/// The Python of the pinned client venv (`.venv-clients`: confluent-kafka, Polars, schemathesis)
+/// that `scripts/setup.sh` installs.
+pub fn clients_python() -> std::path::PathBuf {
+    let venv =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-clients/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `bash scripts/setup.sh` (it installs the pinned Python clients)",
+        venv.display()
+    );
+    venv
+}
