@@ -11,6 +11,10 @@ use std::sync::OnceLock;
 fuzz_target!(|data: &[u8]| {
     static INSTRUMENTS: OnceLock<kappa_engine::Instruments> = OnceLock::new();
     let instruments = INSTRUMENTS.get_or_init(|| load_instruments(None).unwrap());
+    // The fast path reads what serde_json reads, or declines.
+    if let Some(fast) = kappa_exchange::wire::OrderFields::scan(data) {
+        assert_eq!(Some(fast), kappa_exchange::wire::OrderFields::parse_serde(data).ok());
+    }
     match parse_order(data) {
         Ok(parsed) => {
             let command = parsed.command;

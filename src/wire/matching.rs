@@ -2,6 +2,7 @@
 
 use super::decimal::json_decimal;
 use super::names::{order_type_name, side_name, status_name, tif_name};
+use super::scan::Scan;
 use kappa_engine::{
     DepthSide, InstrumentId, Instruments, OrderStatus, OrderUpdate, Trade, TraderId,
 };
@@ -94,7 +95,7 @@ impl<'a> TradeFields<'a> {
     /// layout whose values serde_json would also accept, and then the same fields; `None` leaves
     /// the decision (and the error) to serde_json.
     pub fn parse_canonical(b: &'a [u8]) -> Option<Self> {
-        let mut c = Scan { b, i: 0 };
+        let mut c = Scan::new(b)?;
         c.lit(b"{\"trade_id\":")?;
         c.number()?;
         c.lit(b",\"instrument\":")?;
@@ -131,72 +132,6 @@ impl<'a> TradeFields<'a> {
             seller: Cow::Borrowed(seller),
             ts_ms: ts_ms.parse().ok()?,
         })
-    }
-}
-
-/// A cursor for [`TradeFields::parse_canonical`].
-struct Scan<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn lit(&mut self, l: &[u8]) -> Option<()> {
-        let end = self.i.checked_add(l.len())?;
-        (self.b.get(self.i..end)? == l).then(|| self.i = end)
-    }
-
-    fn digits(&mut self) -> usize {
-        let start = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
-        }
-        self.i - start
-    }
-
-    /// A JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    fn number(&mut self) -> Option<&'a str> {
-        let start = self.i;
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        let first = *self.b.get(self.i)?;
-        let int = self.digits();
-        if int == 0 || (first == b'0' && int > 1) {
-            return None;
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        std::str::from_utf8(&self.b[start..self.i]).ok()
-    }
-
-    /// A string without escapes or control characters, borrowed.
-    fn plain_str(&mut self) -> Option<&'a str> {
-        self.lit(b"\"")?;
-        let start = self.i;
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.i += 1,
-            }
-        }
-        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        self.i += 1;
-        Some(text)
     }
 }
 

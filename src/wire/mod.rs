@@ -15,6 +15,7 @@ pub mod matching;
 pub mod names;
 pub mod orders;
 pub mod rejects;
+mod scan;
 pub mod schema;
 
 pub use analytics::*;
@@ -189,6 +190,163 @@ mod tests {
         assert_eq!(
             TradeFields::parse(other).unwrap().price,
             Decimal::new(1505, 2)
+        );
+    }
+
+    /// The order fast path reads exactly what serde_json reads: every message without escapes or
+    /// nulls, in any key order and spacing, takes it; every mutation of one either reads the same
+    /// fields or is declined (and serde_json decides).
+    #[test]
+    fn order_fast_path_agrees_with_serde_on_every_input() {
+        use rand::seq::{IndexedRandom, SliceRandom};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+        fn slow(b: &[u8]) -> Option<OrderFields<'_>> {
+            OrderFields::parse_serde(b).ok()
+        }
+        let strings = [
+            "TCS", "T0001", "é名", "q\"uote", "tab\t", "", "BUY", "sell", "CANCEL",
+        ];
+        let values = [
+            "15.05",
+            "0",
+            "-2",
+            "1e3",
+            "7E-2",
+            "\"15.05\"",
+            "\"x\"",
+            "null",
+            "true",
+            "[1]",
+            "01",
+            "1.",
+            "-",
+            "{}",
+        ];
+        let spaces = ["", " ", "\n\t ", "\r"];
+        let (mut taken, mut agreed, mut declined) = (0, 0, 0);
+        for _ in 0..20_000 {
+            // A random subset of the fields, in random order, with random values and spacing.
+            let mut fields: Vec<(String, String)> = vec![
+                ("id".into(), rng.random_range(0..u64::MAX).to_string()),
+                (
+                    "instrument".into(),
+                    serde_json::to_string(strings.choose(&mut rng).unwrap()).unwrap(),
+                ),
+            ];
+            for key in [
+                "action",
+                "trxn_type",
+                "order_timestamp",
+                "trader",
+                "order_type",
+                "time_in_force",
+            ] {
+                if rng.random_bool(0.5) {
+                    let v = strings.choose(&mut rng).unwrap();
+                    fields.push((key.into(), serde_json::to_string(v).unwrap()));
+                }
+            }
+            for key in ["quantity", "total_quantity", "price"] {
+                if rng.random_bool(0.5) {
+                    let v = values[rng.random_range(0..6)];
+                    fields.push((key.into(), v.into()));
+                }
+            }
+            if rng.random_bool(0.3) {
+                fields.push((
+                    "post_only".into(),
+                    ["true", "false"][rng.random_range(0..2)].into(),
+                ));
+            }
+            fields.shuffle(&mut rng);
+            let sp = |rng: &mut rand_chacha::ChaCha8Rng| spaces[rng.random_range(0..spaces.len())];
+            let mut text = format!("{}{{{}", sp(&mut rng), sp(&mut rng));
+            for (n, (k, v)) in fields.iter().enumerate() {
+                if n > 0 {
+                    text += &format!(",{}", sp(&mut rng));
+                }
+                text += &format!(
+                    "\"{k}\"{}:{}{v}{}",
+                    sp(&mut rng),
+                    sp(&mut rng),
+                    sp(&mut rng)
+                );
+            }
+            text += &format!("}}{}", sp(&mut rng));
+            let bytes = text.into_bytes();
+            let fast = OrderFields::scan(&bytes);
+            if !bytes.contains(&b'\\') {
+                assert!(fast.is_some(), "{}", String::from_utf8_lossy(&bytes));
+                taken += 1;
+            }
+            assert!(
+                fast.is_none() || fast == slow(&bytes),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            // Mutations: a byte changed, inserted or removed, the message cut short, a field
+            // repeated, a value replaced by something else.
+            for _ in 0..8 {
+                let mut x = bytes.clone();
+                let at = rng.random_range(0..x.len());
+                match rng.random_range(0..6) {
+                    0 => x[at] = b"0123456789-+.eE\"\\{}:, x\x01\xff"[rng.random_range(0..22)],
+                    1 => x.insert(at, b"0 .e\"\\-,"[rng.random_range(0..8)]),
+                    2 => {
+                        x.remove(at);
+                    }
+                    3 => x.truncate(at),
+                    4 => {
+                        let (k, v) = fields.choose(&mut rng).unwrap();
+                        let extra = format!("\"{k}\":{v},");
+                        let open = x.iter().position(|&b| b == b'{').unwrap();
+                        x.splice(open + 1..open + 1, extra.bytes());
+                    }
+                    _ => {
+                        let (k, _) = fields.choose(&mut rng).unwrap();
+                        let v = values.choose(&mut rng).unwrap();
+                        let t = String::from_utf8_lossy(&x).into_owned();
+                        let key = format!("\"{k}\"");
+                        let Some(start) = t.find(&key) else { continue };
+                        let colon = start + t[start..].find(':').unwrap() + 1;
+                        let end = colon + t[colon..].find([',', '}']).unwrap_or(t.len() - colon);
+                        x = format!("{}{v}{}", &t[..colon], &t[end..]).into_bytes();
+                    }
+                }
+                match OrderFields::scan(&x) {
+                    Some(fast) => {
+                        assert_eq!(Some(fast), slow(&x), "{}", String::from_utf8_lossy(&x));
+                        agreed += 1;
+                    }
+                    None => declined += 1,
+                }
+            }
+        }
+        assert!(
+            taken > 5_000 && agreed > 8_000 && declined > 20_000,
+            "{taken} {agreed} {declined}"
+        );
+        // The seed message takes the fast path; what it declines, serde_json decides alike.
+        assert!(OrderFields::scan(SEED.as_bytes()).is_some());
+        for declined in [
+            r#"{"id":1,"instrument":"TCS","action":null}"#,
+            r#"{"id":1,"instrument":"T\u0043S"}"#,
+            r#"{"id":1,"instrument":"TCS","prise":1}"#,
+            r#"{"id":1,"id":2,"instrument":"TCS"}"#,
+            r#"{"instrument":"TCS"}"#,
+            r#"{"id":1.0,"instrument":"TCS"}"#,
+            r#"{"id":1,"instrument":"TCS"} x"#,
+        ] {
+            assert_eq!(OrderFields::scan(declined.as_bytes()), None, "{declined}");
+        }
+        assert_eq!(
+            parse_order(br#"{"id":1,"instrument":"T\u0043S","trxn_type":"BUY","quantity":1}"#)
+                .unwrap()
+                .command
+                .symbol()
+                .as_str(),
+            "TCS"
         );
     }
 
