@@ -136,6 +136,71 @@ pub fn passthrough(kafka: &KafkaArgs, from: &str, to: Option<&str>, n: u64) -> a
     Ok(n as f64 / secs.max(1e-9))
 }
 
+/// CPU seconds (user + system, every thread) this process has used so far; `None` where
+/// `/proc/self/stat` does not exist (not Linux).
+fn process_cpu_secs() -> Option<f64> {
+    stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// CPU seconds used since `start` (a [`process_cpu_secs`] reading).
+fn cpu_since(start: Option<f64>) -> Option<f64> {
+    Some(process_cpu_secs()? - start?)
+}
+
+/// CPU seconds used so far by this process's threads named `name`.
+fn thread_cpu_secs(name: &str) -> Option<f64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if stat_comm(&stat) == Some(name) {
+            *total.get_or_insert(0.0) += stat_cpu_secs(&stat)?;
+        }
+    }
+    total
+}
+
+/// The command (thread) name of a `/proc/…/stat` line: between the first `(` and the last `)`.
+fn stat_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
+/// utime + stime of a `/proc/…/stat` line (fields 14 and 15, after the name, which may hold
+/// spaces), in seconds: Linux reports them in USER_HZ, 100 per second on every architecture.
+fn stat_cpu_secs(stat: &str) -> Option<f64> {
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_lines_are_read_past_names_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let line = "4242 (rdk:broker (1)) S 1 2 3 4 5 6 7 8 9 10 250 75 0 0 20 0 9";
+        assert_eq!(stat_comm(line), Some("rdk:broker (1)"));
+        assert_eq!(stat_cpu_secs(line), Some(3.25));
+        assert_eq!(stat_cpu_secs("4242 (x) S 1 2"), None);
+        // This process: some CPU used, and more after spinning.
+        let before = process_cpu_secs().expect("Linux");
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(process_cpu_secs().unwrap() - before >= 0.2);
+        let me = std::thread::current().name().map(str::to_string);
+        if let Some(name) = me.filter(|n| n.len() <= 15) {
+            assert!(thread_cpu_secs(&name).unwrap() >= 0.2);
+        }
+    }
+}
+
 /// Benchmark settings.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
@@ -191,7 +256,9 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
     let mut pending = Some(it);
     let mut publish_secs = 0.0;
     let mut published = 0;
+    let mut publish_cpu = None;
     if cfg.preload {
+        let cpu = process_cpu_secs();
         let t = Instant::now();
         published = generator::publish(
             kafka,
@@ -204,6 +271,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         )?
         .published;
         publish_secs = t.elapsed().as_secs_f64();
+        publish_cpu = cpu_since(cpu);
     }
     let mut opts = matchmaker::Options {
         batch_size: cfg.batch_size,
@@ -229,6 +297,7 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         return Err(anyhow!("match maker did not get its partitions"));
     }
 
+    let run_cpu = process_cpu_secs();
     let start = Instant::now();
     if let Some(it) = pending.take() {
         let partitioner = Partitioner::new(instruments);
@@ -254,10 +323,14 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         |c| Counters::get(&c.consumed) >= stats.published,
     );
     let end_to_end_secs = start.elapsed().as_secs_f64();
+    let run_cpu = cpu_since(run_cpu);
+    let thread_cpu = thread_cpu_secs(matchmaker::THREAD_NAME);
     mm.stop()?;
     let (_, trades_on_topic) = summarize_topics(kafka, instruments)?;
     let orders = kafka.topics().orders;
+    let ceiling_cpu = process_cpu_secs();
     let ceiling = passthrough(kafka, &orders, Some(&bench.passthrough()), stats.published)?;
+    let ceiling_cpu = cpu_since(ceiling_cpu);
     let report = BenchReport {
         orders: Counters::get(&counters.consumed),
         publish_secs,
@@ -288,6 +361,30 @@ pub fn run(cfg: &BenchConfig, instruments: &Instruments) -> anyhow::Result<Bench
         stats.published,
         100.0 * rate / ceiling
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let (Some(run), Some(ceiling_cpu)) = (run_cpu, ceiling_cpu) {
+        let publish = publish_cpu.map_or(String::new(), |c| format!("publish {c:.2} core-s; "));
+        let own = thread_cpu.map_or(String::new(), |t| {
+            format!(
+                "; the match maker's own thread {t:.2} s, busy {:.0} % of the time",
+                100.0 * t / end_to_end_secs
+            )
+        });
+        println!(
+            "cpu                 {publish}{} {run:.2} core-s ({:.2} of {cores} cores busy{own}); ceiling {ceiling_cpu:.2} core-s",
+            if cfg.preload { "match maker" } else { "end to end" },
+            run / end_to_end_secs
+        );
+    }
+    if let (Some(publish), Some(ceiling_cpu)) = (publish_cpu, ceiling_cpu) {
+        // What publishing the orders and passing them through once cost, with no parsing,
+        // matching or outputs: a bound no pipeline of this broker and client beats on these cores.
+        let floor = publish + ceiling_cpu;
+        println!(
+            "floor               publishing + one pass-through of these orders: {floor:.2} core-s, so at most {:.0} orders/s end to end on {cores} cores with this broker and client",
+            stats.published as f64 * cores as f64 / floor
+        );
+    }
     let ok = report.orders == stats.published && report.trades_matched == report.trades_on_topic;
     println!(
         "verified            consumed {} of {} published; trades matched {} = on topic {}: {}",

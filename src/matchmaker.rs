@@ -332,6 +332,9 @@ pub fn run(
     processor::run(&mut job, kafka, &loop_opts, shutdown, counters)
 }
 
+/// The name of the thread [`spawn`] runs the match maker on.
+pub const THREAD_NAME: &str = "match-maker";
+
 /// Starts [`run`] on a thread of this process (demo, benchmark).
 pub fn spawn(
     kafka: &KafkaArgs,
@@ -339,7 +342,7 @@ pub fn spawn(
     opts: Options,
 ) -> anyhow::Result<InProcess> {
     let (kafka, instruments) = (kafka.clone(), instruments.clone());
-    harness::spawn("match-maker", move |stop, counters| {
+    harness::spawn(THREAD_NAME, move |stop, counters| {
         run(&kafka, &instruments, &opts, stop, counters)
     })
 }
