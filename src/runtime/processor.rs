@@ -57,6 +57,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,10 +172,9 @@ impl Options {
 #[derive(Default)]
 struct Deliveries {
     failed: AtomicBool,
-    /// (topic, partition) → highest offset delivered.
     /// Topic → partition → highest offset delivered (looked up by `&str`: no allocation per
-    /// delivery report).
-    reached: Mutex<HashMap<String, HashMap<i32, i64>>>,
+    /// delivery report; Fx hashing: one report per output record).
+    reached: Mutex<FxHashMap<String, FxHashMap<i32, i64>>>,
 }
 
 struct ProduceContext {

@@ -31,6 +31,101 @@ pub fn money_exact(exact: kappa_analytics::Ratio, factor: Decimal) -> Option<Dec
     exact.round(factor, MONEY_DP).map(|d| d.normalize())
 }
 
+/// Writes `units × step` — a price from ticks and tick size, a quantity from lots and lot size —
+/// into `out` exactly as `Decimal`'s `Display` writes the product `Decimal::from(units) * step`
+/// (the wire's text of prices and quantities; tested), with integer arithmetic instead of the
+/// formatter: the match maker writes three to six of these per order.
+pub fn write_units<U: Into<i128> + Into<Decimal> + Copy>(
+    units: U,
+    step: Decimal,
+    out: &mut Vec<u8>,
+) {
+    match Into::<i128>::into(units).checked_mul(step.mantissa()) {
+        // `Decimal` multiplication returns a product of zero as plain `0`.
+        Some(0) => out.push(b'0'),
+        // Otherwise it keeps the product exact when its mantissa fits 96 bits, at the step's
+        // scale.
+        Some(m) if m.unsigned_abs() < 1 << 96 => write_scaled(m, step.scale(), out),
+        _ => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{}", Into::<Decimal>::into(units) * step);
+        }
+    }
+}
+
+/// `m × 10^-scale` with exactly `scale` fraction digits.
+fn write_scaled(m: i128, scale: u32, out: &mut Vec<u8>) {
+    if m < 0 {
+        out.push(b'-');
+    }
+    let abs = m.unsigned_abs();
+    let unit = 10u128.pow(scale);
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(abs / unit).as_bytes());
+    if scale > 0 {
+        out.push(b'.');
+        let fraction = buf.format(abs % unit);
+        out.resize(out.len() + scale as usize - fraction.len(), b'0');
+        out.extend_from_slice(fraction.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod units_tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Byte for byte what `Decimal`'s `Display` writes for the product, over random steps (tick
+    /// and lot sizes of every scale), units of every size and sign, and the overflow fallback.
+    #[test]
+    fn units_are_written_as_the_decimal_product_displays() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let mut out = Vec::new();
+        let mut check = |units: i64, lots: u64, step: Decimal| {
+            out.clear();
+            write_units(units, step, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                (Decimal::from(units) * step).to_string()
+            );
+            out.clear();
+            write_units(lots, step, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                (Decimal::from(lots) * step).to_string()
+            );
+        };
+        for _ in 0..200_000 {
+            let step = Decimal::new(rng.random_range(1..100_000), rng.random_range(0..=12));
+            let units = match rng.random_range(0..4) {
+                0 => rng.random_range(-1_000..1_000),
+                1 => rng.random_range(-10_000_000..10_000_000),
+                2 => rng.random(),
+                _ => [0, 1, -1, i64::MAX, i64::MIN][rng.random_range(0..5)],
+            };
+            let lots = match rng.random_range(0..3) {
+                0 => rng.random_range(0..10_000),
+                1 => rng.random(),
+                _ => u64::MAX,
+            };
+            check(units, lots, step);
+        }
+        for step in [
+            "0.05",
+            "1",
+            "0.0001",
+            "100",
+            "1.50",
+            "0.000000000000000000000000001",
+        ] {
+            for units in [0, 1, -1, 7, 300, -12_345, i64::MAX, i64::MIN] {
+                check(units, units.unsigned_abs(), step.parse().unwrap());
+            }
+        }
+    }
+}
+
 /// Parses the exact decimal text of a JSON number (or numeric string).
 pub fn decimal_from_json(raw: &str) -> Option<Decimal> {
     let text = raw.trim();

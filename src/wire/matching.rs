@@ -1,6 +1,6 @@
 //! The match maker's outputs: `trades`, `order-events`, `book`.
 
-use super::decimal::json_decimal;
+use super::decimal::{json_decimal, write_units};
 use super::names::{order_type_name, side_name, status_name, tif_name};
 use super::scan::Scan;
 use kappa_engine::{
@@ -145,7 +145,6 @@ pub fn write_trade(
     ts_ms: i64,
     out: &mut Vec<u8>,
 ) {
-    use std::io::Write as _;
     let (buy_order_id, buyer) = t.buyer();
     let (sell_order_id, seller) = t.seller();
     let mut int = itoa::Buffer::new();
@@ -156,13 +155,12 @@ pub fn write_trade(
     );
     out.extend_from_slice(b",\"instrument\":");
     json_str(instruments.symbol(t.instrument).as_str(), out);
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        ",\"price\":{},\"quantity\":{},\"buyer\":",
-        instruments.ticks_to_price(t.instrument, t.price),
-        instruments.lots_to_qty(t.instrument, t.quantity)
-    );
+    let spec = instruments.spec(t.instrument);
+    out.extend_from_slice(b",\"price\":");
+    write_units(t.price, spec.tick_size, out);
+    out.extend_from_slice(b",\"quantity\":");
+    write_units(t.quantity, spec.lot_size, out);
+    out.extend_from_slice(b",\"buyer\":");
     json_str(buyer.as_str(), out);
     out.extend_from_slice(b",\"seller\":");
     json_str(seller.as_str(), out);
@@ -189,7 +187,6 @@ pub fn write_order_update(
     ts_ms: i64,
     out: &mut Vec<u8>,
 ) {
-    use std::io::Write as _;
     let mut int = itoa::Buffer::new();
     out.extend_from_slice(b"{\"order_id\":");
     out.extend_from_slice(int.format(u.order_id).as_bytes());
@@ -207,29 +204,23 @@ pub fn write_order_update(
     out.extend_from_slice(b",\"side\":\"");
     out.extend_from_slice(side_name(u.side).as_bytes());
     out.push(b'"');
-    // Writing to a Vec cannot fail.
+    let spec = instruments.spec(u.instrument);
     if let Some(p) = u.price {
-        let _ = write!(
-            out,
-            ",\"price\":{}",
-            instruments.ticks_to_price(u.instrument, p)
-        );
+        out.extend_from_slice(b",\"price\":");
+        write_units(p, spec.tick_size, out);
     }
-    let q = |lots| instruments.lots_to_qty(u.instrument, lots);
-    let _ = write!(
-        out,
-        ",\"quantity\":{},\"filled\":{},\"leaves\":{}",
-        q(u.quantity),
-        q(u.filled),
-        q(u.leaves)
-    );
+    out.extend_from_slice(b",\"quantity\":");
+    write_units(u.quantity, spec.lot_size, out);
+    out.extend_from_slice(b",\"filled\":");
+    write_units(u.filled, spec.lot_size, out);
+    out.extend_from_slice(b",\"leaves\":");
+    write_units(u.leaves, spec.lot_size, out);
     if let Some(t) = fill {
-        let _ = write!(
-            out,
-            ",\"last_price\":{},\"last_quantity\":{}",
-            instruments.ticks_to_price(t.instrument, t.price),
-            instruments.lots_to_qty(t.instrument, t.quantity)
-        );
+        let spec = instruments.spec(t.instrument);
+        out.extend_from_slice(b",\"last_price\":");
+        write_units(t.price, spec.tick_size, out);
+        out.extend_from_slice(b",\"last_quantity\":");
+        write_units(t.quantity, spec.lot_size, out);
     }
     if let Some(a) = terms {
         out.extend_from_slice(b",\"order_type\":\"");
