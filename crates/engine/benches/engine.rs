@@ -4,6 +4,7 @@
 //! cargo bench -p kappa-engine --bench engine                      # all four profiles
 //! cargo bench -p kappa-engine --bench engine -- --profile mixed --messages 2000000 --depth-every 1
 //! cargo bench -p kappa-engine --bench engine -- --ids sparse     # random 64-bit order ids
+//! cargo bench -p kappa-engine --bench engine -- --memory-latency  # this machine's cache/DRAM latency
 //! ```
 //!
 //! `--ids` rewrites the stream's order ids with a bijection (same orders, same matching):
@@ -51,6 +52,7 @@ struct Args {
     messages: Option<usize>,
     depth_every: usize,
     seed: u64,
+    memory_latency: bool,
 }
 
 fn parse_args() -> Args {
@@ -65,6 +67,7 @@ fn parse_args() -> Args {
         messages: None,
         depth_every: 1,
         seed: 42,
+        memory_latency: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -92,6 +95,7 @@ fn parse_args() -> Args {
                 args.depth_every = it.next().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
             }
             "--seed" => args.seed = it.next().and_then(|v| v.parse().ok()).unwrap_or(42),
+            "--memory-latency" => args.memory_latency = true,
             _ => {} // cargo passes --bench; ignore anything else
         }
     }
@@ -225,8 +229,51 @@ fn run_latency(
     (hist, black_box(sum))
 }
 
+/// ns per load of a chain of dependent loads at random over `bytes` of memory (one cache line
+/// per step, a single random cycle through all of them): the price of one cache miss that the
+/// CPU cannot overlap with another — what an order-book operation pays per pointer it follows
+/// into a working set of that size.
+fn dependent_load_ns(bytes: usize) -> f64 {
+    const LINE: usize = 8; // u64s per 64-byte line
+    let lines = bytes / 64;
+    // Sattolo's algorithm: a random cyclic permutation, so the chase visits every line.
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % i as u64) as usize);
+    }
+    let mut next = vec![0u64; lines * LINE];
+    for w in 0..lines {
+        next[order[w] * LINE] = (order[(w + 1) % lines] * LINE) as u64;
+    }
+    let steps = 4_000_000usize.max(2 * lines);
+    let mut at = 0usize;
+    for _ in 0..lines {
+        at = next[at] as usize; // warm-up: touch every line once
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        at = next[at] as usize;
+    }
+    black_box(at);
+    t.elapsed().as_nanos() as f64 / steps as f64
+}
+
 fn main() {
     let args = parse_args();
+    if args.memory_latency {
+        println!("dependent random loads (one cache miss each, none overlapped):");
+        for mib in [1, 8, 32, 256] {
+            println!(
+                "  over {mib:>4} MiB   {:>6.1} ns per load",
+                dependent_load_ns(mib << 20)
+            );
+        }
+        return;
+    }
     let instruments =
         Instruments::from_toml_str(include_str!("../../../data/instruments.toml")).unwrap();
     println!(
