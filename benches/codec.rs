@@ -120,21 +120,6 @@ fn main() {
             let _ = black_box(OrderFields::scan(black_box(o)));
         }),
     );
-    // The match maker reads each order right after librdkafka copied it out of its batch, so
-    // in cache: the same parse over a cache-resident sample.
-    let hot: Vec<&Vec<u8>> = orders.iter().take(2_000).collect();
-    line(
-        "direct scan OrderFields::scan, cache-resident orders",
-        time(&hot, |o| {
-            let _ = black_box(OrderFields::scan(black_box(o)));
-        }),
-    );
-    line(
-        "serde_json  OrderFields::parse_serde, cache-resident",
-        time(&hot, |o| {
-            let _ = black_box(OrderFields::parse_serde(black_box(o)));
-        }),
-    );
     line(
         "serde_json  OrderFields::parse_serde (fields only)",
         time(&orders, |o| {
