@@ -186,18 +186,22 @@ mod cpu_tests {
         assert_eq!(stat_comm(line), Some("rdk:broker (1)"));
         assert_eq!(stat_cpu_secs(line), Some(3.25));
         assert_eq!(stat_cpu_secs("4242 (x) S 1 2"), None);
-        // This process: some CPU used, and more after spinning.
+        // A named thread spinning: its CPU shows under its name and in the process's.
         let before = process_cpu_secs().expect("Linux");
-        let t = Instant::now();
-        let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(300) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
+        let spinner = std::thread::Builder::new()
+            .name("cpu-test-spin".into())
+            .spawn(|| {
+                let t = Instant::now();
+                let mut x = 0u64;
+                while t.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                thread_cpu_secs("cpu-test-spin")
+            })
+            .unwrap();
+        assert!(spinner.join().unwrap().expect("the thread is found") >= 0.2);
         assert!(process_cpu_secs().unwrap() - before >= 0.2);
-        let me = std::thread::current().name().map(str::to_string);
-        if let Some(name) = me.filter(|n| n.len() <= 15) {
-            assert!(thread_cpu_secs(&name).unwrap() >= 0.2);
-        }
+        assert_eq!(thread_cpu_secs("no-such-thread"), None);
     }
 }
 

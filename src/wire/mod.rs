@@ -90,6 +90,23 @@ mod tests {
         }
     }
 
+    /// `bytes` with one byte changed, inserted or removed, or cut short: the mutations the fast
+    /// paths' tests feed to both readers.
+    fn byte_mutation(rng: &mut rand_chacha::ChaCha8Rng, bytes: &[u8]) -> Vec<u8> {
+        use rand::Rng;
+        let mut x = bytes.to_vec();
+        let at = rng.random_range(0..x.len());
+        match rng.random_range(0..4) {
+            0 => x[at] = b"0123456789-+.eE\"\\{}:, x\x01\xff"[rng.random_range(0..22)],
+            1 => x.insert(at, b"0 .e\"\\-,"[rng.random_range(0..8)]),
+            2 => {
+                x.remove(at);
+            }
+            _ => x.truncate(at),
+        }
+        x
+    }
+
     /// The trade fast path reads exactly what serde_json reads: for canonical messages (which it
     /// must take) and for every mutation of them (where it may only decline or agree).
     #[test]
@@ -159,16 +176,7 @@ mod tests {
             );
             // Mutations: a byte changed, inserted or removed, or the message cut short.
             for _ in 0..8 {
-                let mut x = bytes.clone();
-                let at = rng.random_range(0..x.len());
-                match rng.random_range(0..4) {
-                    0 => x[at] = b"0123456789-+.eE\"\\{}:, x\x01\xff"[rng.random_range(0..22)],
-                    1 => x.insert(at, b"0 .e\"\\-"[rng.random_range(0..7)]),
-                    2 => {
-                        x.remove(at);
-                    }
-                    _ => x.truncate(at),
-                }
+                let x = byte_mutation(&mut rng, &bytes);
                 let fast = TradeFields::parse_canonical(&x);
                 let slow = serde_json::from_slice::<TradeFields>(&x).ok();
                 match fast {
@@ -289,14 +297,8 @@ mod tests {
             // repeated, a value replaced by something else.
             for _ in 0..8 {
                 let mut x = bytes.clone();
-                let at = rng.random_range(0..x.len());
                 match rng.random_range(0..6) {
-                    0 => x[at] = b"0123456789-+.eE\"\\{}:, x\x01\xff"[rng.random_range(0..22)],
-                    1 => x.insert(at, b"0 .e\"\\-,"[rng.random_range(0..8)]),
-                    2 => {
-                        x.remove(at);
-                    }
-                    3 => x.truncate(at),
+                    0..=3 => x = byte_mutation(&mut rng, &bytes),
                     4 => {
                         let (k, v) = fields.choose(&mut rng).unwrap();
                         let extra = format!("\"{k}\":{v},");

@@ -7,7 +7,6 @@
 /// serde_json accepts always is), so strings and numbers are sliced out without checking again.
 pub(super) struct Scan<'a> {
     s: &'a str,
-    b: &'a [u8],
     pub i: usize,
 }
 
@@ -16,7 +15,13 @@ impl<'a> Scan<'a> {
     /// escapes the fast paths do not take).
     pub fn new(b: &'a [u8]) -> Option<Self> {
         let s = std::str::from_utf8(b).ok()?;
-        Some(Scan { s, b, i: 0 })
+        Some(Scan { s, i: 0 })
+    }
+
+    /// The message's bytes.
+    #[inline]
+    fn b(&self) -> &'a [u8] {
+        self.s.as_bytes()
     }
 
     /// The text between byte offsets `start` and `end` (both on character boundaries: they
@@ -29,20 +34,20 @@ impl<'a> Scan<'a> {
     /// The next byte, not consumed.
     #[inline]
     pub fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+        self.b().get(self.i).copied()
     }
 
     /// `true` when every byte was read.
     #[inline]
     pub fn at_end(&self) -> bool {
-        self.i == self.b.len()
+        self.i == self.b().len()
     }
 
     /// Exactly the bytes `l`.
     #[inline]
     pub fn lit(&mut self, l: &[u8]) -> Option<()> {
         let end = self.i.checked_add(l.len())?;
-        (self.b.get(self.i..end)? == l).then(|| self.i = end)
+        (self.b().get(self.i..end)? == l).then(|| self.i = end)
     }
 
     /// JSON whitespace (what serde_json skips: space, tab, line feed, carriage return).
@@ -55,7 +60,7 @@ impl<'a> Scan<'a> {
 
     fn digits(&mut self) -> usize {
         let start = self.i;
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+        while self.b().get(self.i).is_some_and(u8::is_ascii_digit) {
             self.i += 1;
         }
         self.i - start
@@ -64,23 +69,23 @@ impl<'a> Scan<'a> {
     /// A JSON number token: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
     pub fn number(&mut self) -> Option<&'a str> {
         let start = self.i;
-        if self.b.get(self.i) == Some(&b'-') {
+        if self.b().get(self.i) == Some(&b'-') {
             self.i += 1;
         }
-        let first = *self.b.get(self.i)?;
+        let first = *self.b().get(self.i)?;
         let int = self.digits();
         if int == 0 || (first == b'0' && int > 1) {
             return None;
         }
-        if self.b.get(self.i) == Some(&b'.') {
+        if self.b().get(self.i) == Some(&b'.') {
             self.i += 1;
             if self.digits() == 0 {
                 return None;
             }
         }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+        if matches!(self.b().get(self.i), Some(b'e' | b'E')) {
             self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+            if matches!(self.b().get(self.i), Some(b'+' | b'-')) {
                 self.i += 1;
             }
             if self.digits() == 0 {
@@ -93,10 +98,8 @@ impl<'a> Scan<'a> {
     /// A non-negative integer token that fits a `u64` (what serde_json reads as a `u64`; a
     /// fraction, an exponent or a sign is declined).
     pub fn unsigned(&mut self) -> Option<u64> {
-        let start = self.i;
         let text = self.number()?;
         if !text.bytes().all(|c| c.is_ascii_digit()) {
-            self.i = start;
             return None;
         }
         text.parse().ok()
@@ -106,10 +109,10 @@ impl<'a> Scan<'a> {
     pub fn plain_str(&mut self) -> Option<&'a str> {
         self.lit(b"\"")?;
         let start = self.i;
-        let len = self.b[start..]
+        let len = self.b()[start..]
             .iter()
             .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        if self.b[start + len] != b'"' {
+        if self.b()[start + len] != b'"' {
             return None;
         }
         self.i = start + len + 1;
