@@ -16,93 +16,65 @@ pub enum CommandKind {
     Amend,
 }
 
-/// Why a command was rejected. A rejected command changes nothing in the book.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RejectReason {
-    /// The instrument symbol is not configured.
-    UnknownInstrument,
-    /// A cancel/amend named a different instrument than the order's.
-    InstrumentMismatch,
-    /// A limit order without a price.
-    PriceMissing,
-    /// A market order that carries a price.
-    PriceNotAllowed,
-    /// Price is zero or negative.
-    PriceNotPositive,
-    /// Price is not a multiple of the instrument's tick size.
-    PriceOffTick,
-    /// Price is above the instrument's maximum price.
-    PriceTooLarge,
-    /// Quantity is zero or negative.
-    QuantityNotPositive,
-    /// Quantity is not a multiple of the instrument's lot size.
-    QuantityOffLot,
-    /// Quantity is above the instrument's maximum order quantity.
-    QuantityTooLarge,
-    /// Post-only is only meaningful for a GTC limit order.
-    PostOnlyNotAllowed,
-    /// A post-only order (or amend) would have traded on arrival.
-    PostOnlyWouldCross,
-    /// The order id was already used on this engine.
-    DuplicateOrderId,
-    /// Cancel/amend of an order id the engine has never accepted.
-    UnknownOrder,
-    /// Cancel/amend of an order that is already filled or cancelled.
-    OrderNotActive,
-    /// Cancel/amend by a trader who does not own the order.
-    NotOrderOwner,
-    /// An amend that names neither a new price nor a new quantity.
-    AmendNothingToChange,
+/// Declares [`RejectReason`] from one table — variant, its doc, its stable code — so the enum,
+/// [`RejectReason::ALL`] and [`RejectReason::code`] cannot disagree.
+macro_rules! reject_reasons {
+    ($($(#[doc = $doc:literal])* $name:ident => $code:literal,)*) => {
+        /// Why a command was rejected. A rejected command changes nothing in the book.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum RejectReason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl RejectReason {
+            /// Every reason (metrics register their codes before the first reject).
+            pub const ALL: [RejectReason; [$($code),*].len()] = [$(RejectReason::$name),*];
+
+            /// Stable snake_case code, used on the wire and in metrics labels.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(RejectReason::$name => $code,)*
+                }
+            }
+        }
+    };
 }
 
-impl RejectReason {
-    /// Every reason (metrics register their codes before the first reject).
-    pub const ALL: [RejectReason; 17] = {
-        use RejectReason::*;
-        [
-            UnknownInstrument,
-            InstrumentMismatch,
-            PriceMissing,
-            PriceNotAllowed,
-            PriceNotPositive,
-            PriceOffTick,
-            PriceTooLarge,
-            QuantityNotPositive,
-            QuantityOffLot,
-            QuantityTooLarge,
-            PostOnlyNotAllowed,
-            PostOnlyWouldCross,
-            DuplicateOrderId,
-            UnknownOrder,
-            OrderNotActive,
-            NotOrderOwner,
-            AmendNothingToChange,
-        ]
-    };
-
-    /// Stable snake_case code, used on the wire and in metrics labels.
-    pub fn code(self) -> &'static str {
-        use RejectReason::*;
-        match self {
-            UnknownInstrument => "unknown_instrument",
-            InstrumentMismatch => "instrument_mismatch",
-            PriceMissing => "price_missing",
-            PriceNotAllowed => "price_not_allowed",
-            PriceNotPositive => "price_not_positive",
-            PriceOffTick => "price_off_tick",
-            PriceTooLarge => "price_too_large",
-            QuantityNotPositive => "quantity_not_positive",
-            QuantityOffLot => "quantity_off_lot",
-            QuantityTooLarge => "quantity_too_large",
-            PostOnlyNotAllowed => "post_only_not_allowed",
-            PostOnlyWouldCross => "post_only_would_cross",
-            DuplicateOrderId => "duplicate_order_id",
-            UnknownOrder => "unknown_order",
-            OrderNotActive => "order_not_active",
-            NotOrderOwner => "not_order_owner",
-            AmendNothingToChange => "amend_nothing_to_change",
-        }
-    }
+reject_reasons! {
+    /// The instrument symbol is not configured.
+    UnknownInstrument => "unknown_instrument",
+    /// A cancel/amend named a different instrument than the order's.
+    InstrumentMismatch => "instrument_mismatch",
+    /// A limit order without a price.
+    PriceMissing => "price_missing",
+    /// A market order that carries a price.
+    PriceNotAllowed => "price_not_allowed",
+    /// Price is zero or negative.
+    PriceNotPositive => "price_not_positive",
+    /// Price is not a multiple of the instrument's tick size.
+    PriceOffTick => "price_off_tick",
+    /// Price is above the instrument's maximum price.
+    PriceTooLarge => "price_too_large",
+    /// Quantity is zero or negative.
+    QuantityNotPositive => "quantity_not_positive",
+    /// Quantity is not a multiple of the instrument's lot size.
+    QuantityOffLot => "quantity_off_lot",
+    /// Quantity is above the instrument's maximum order quantity.
+    QuantityTooLarge => "quantity_too_large",
+    /// Post-only is only meaningful for a GTC limit order.
+    PostOnlyNotAllowed => "post_only_not_allowed",
+    /// A post-only order (or amend) would have traded on arrival.
+    PostOnlyWouldCross => "post_only_would_cross",
+    /// The order id was already used on this engine.
+    DuplicateOrderId => "duplicate_order_id",
+    /// Cancel/amend of an order id the engine has never accepted.
+    UnknownOrder => "unknown_order",
+    /// Cancel/amend of an order that is already filled or cancelled.
+    OrderNotActive => "order_not_active",
+    /// Cancel/amend by a trader who does not own the order.
+    NotOrderOwner => "not_order_owner",
+    /// An amend that names neither a new price nor a new quantity.
+    AmendNothingToChange => "amend_nothing_to_change",
 }
 
 impl std::fmt::Display for RejectReason {
@@ -380,36 +352,20 @@ mod tests {
 
 #[cfg(test)]
 mod reason_tests {
-    use super::RejectReason::{self, *};
-
-    /// Position in [`RejectReason::ALL`]: exhaustive, so a new variant does not compile until it
-    /// has one, and the test below fails until `ALL` holds it there.
-    fn position(r: RejectReason) -> usize {
-        match r {
-            UnknownInstrument => 0,
-            InstrumentMismatch => 1,
-            PriceMissing => 2,
-            PriceNotAllowed => 3,
-            PriceNotPositive => 4,
-            PriceOffTick => 5,
-            PriceTooLarge => 6,
-            QuantityNotPositive => 7,
-            QuantityOffLot => 8,
-            QuantityTooLarge => 9,
-            PostOnlyNotAllowed => 10,
-            PostOnlyWouldCross => 11,
-            DuplicateOrderId => 12,
-            UnknownOrder => 13,
-            OrderNotActive => 14,
-            NotOrderOwner => 15,
-            AmendNothingToChange => 16,
-        }
-    }
+    use super::RejectReason;
 
     #[test]
     fn all_lists_every_reason_once_with_distinct_codes() {
-        for (i, r) in RejectReason::ALL.iter().enumerate() {
-            assert_eq!(position(*r), i, "{r:?}");
+        // Each code is its variant's name in snake_case.
+        for r in RejectReason::ALL {
+            let mut snake = String::new();
+            for (i, c) in format!("{r:?}").chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            assert_eq!(r.code(), snake);
         }
         let codes: std::collections::BTreeSet<&str> =
             RejectReason::ALL.iter().map(|r| r.code()).collect();
